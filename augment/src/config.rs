@@ -1,0 +1,194 @@
+//! The augmentation configuration: one serde/TOML struct holding every operation's parameters,
+//! the `cifar` and `imagenet` presets, and validation with errors that name the key.
+
+use serde::{Deserialize, Serialize};
+
+use crate::blur::BlurConfig;
+use crate::color_jitter::ColorJitterConfig;
+use crate::crop::CropConfig;
+use crate::flip::FlipConfig;
+use crate::grayscale::GrayscaleConfig;
+use crate::noise::NoiseConfig;
+use crate::normalize::NormalizeConfig;
+use crate::solarize::SolarizeConfig;
+
+/// A rejected configuration value: which key, what it was, and what is allowed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid config: {key} = {value}: {allowed}")]
+pub struct ConfigError {
+    pub key: String,
+    pub value: String,
+    pub allowed: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, value: impl std::fmt::Debug, allowed: impl Into<String>) -> Self {
+        Self { key: key.into(), value: format!("{value:?}"), allowed: allowed.into() }
+    }
+}
+
+/// The named starting points of a configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// 32 px views, blur off (as lightly and google-research's SimCLR do for CIFAR), CIFAR-10
+    /// normalization.
+    Cifar,
+    /// 224 px views, blur on (p = 0.5, kernel 10 % of the side), ImageNet normalization.
+    Imagenet,
+}
+
+impl std::str::FromStr for Preset {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cifar" => Ok(Self::Cifar),
+            "imagenet" => Ok(Self::Imagenet),
+            other => Err(format!("unknown augmentation preset {other:?} (expected \"cifar\" or \"imagenet\")")),
+        }
+    }
+}
+
+/// Every parameter of the two-view augmentation, applied in this order: crop (resized to
+/// `size`), flip, colour jitter, grayscale, blur, solarize, noise, normalize.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentConfig {
+    /// Side of the square output views, in pixels.
+    pub size: u32,
+    pub crop: CropConfig,
+    pub flip: FlipConfig,
+    pub color_jitter: ColorJitterConfig,
+    pub grayscale: GrayscaleConfig,
+    pub blur: BlurConfig,
+    pub solarize: SolarizeConfig,
+    pub noise: NoiseConfig,
+    pub normalize: NormalizeConfig,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        Self::preset(Preset::Cifar)
+    }
+}
+
+impl AugmentConfig {
+    /// The SimCLR augmentation at the preset's resolution.
+    pub fn preset(preset: Preset) -> Self {
+        let (size, blur_p, normalize) = match preset {
+            Preset::Cifar => (32, 0.0, NormalizeConfig::cifar10()),
+            Preset::Imagenet => (224, 0.5, NormalizeConfig::imagenet()),
+        };
+        Self {
+            size,
+            crop: CropConfig::default(),
+            flip: FlipConfig { p: 0.5 },
+            color_jitter: ColorJitterConfig { p: 0.8, brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.1 },
+            grayscale: GrayscaleConfig { p: 0.2 },
+            blur: BlurConfig { p: blur_p, sigma: [0.1, 2.0], kernel_fraction: 0.1 },
+            solarize: SolarizeConfig { p: 0.0, threshold: 0.5 },
+            noise: NoiseConfig { p: 0.0, std: 0.05 },
+            normalize,
+        }
+    }
+
+    /// Checks every value; keys in errors are prefixed with `prefix` (e.g. `"augment."`).
+    pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("{prefix}{k}");
+        let prob = |k: &str, p: f64| {
+            if (0.0..=1.0).contains(&p) { Ok(()) } else { Err(ConfigError::new(key(k), p, "a probability in [0, 1]")) }
+        };
+        if !(1..=4096).contains(&self.size) {
+            return Err(ConfigError::new(key("size"), self.size, "an integer in [1, 4096]"));
+        }
+        let [s0, s1] = self.crop.scale;
+        if !(s0 > 0.0 && s0 <= s1 && s1 <= 1.0) {
+            return Err(ConfigError::new(key("crop.scale"), self.crop.scale, "[min, max] with 0 < min <= max <= 1"));
+        }
+        let [r0, r1] = self.crop.ratio;
+        if !(r0 > 0.0 && r0 <= r1 && r1.is_finite()) {
+            return Err(ConfigError::new(key("crop.ratio"), self.crop.ratio, "[min, max] with 0 < min <= max"));
+        }
+        prob("flip.p", self.flip.p)?;
+        let cj = &self.color_jitter;
+        prob("color_jitter.p", cj.p)?;
+        for (k, v) in [("brightness", cj.brightness), ("contrast", cj.contrast), ("saturation", cj.saturation)] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(ConfigError::new(key(&format!("color_jitter.{k}")), v, "a strength >= 0"));
+            }
+        }
+        if !(0.0..=0.5).contains(&cj.hue) {
+            return Err(ConfigError::new(key("color_jitter.hue"), cj.hue, "a hue shift in [0, 0.5] turns"));
+        }
+        prob("grayscale.p", self.grayscale.p)?;
+        prob("blur.p", self.blur.p)?;
+        let [g0, g1] = self.blur.sigma;
+        if !(g0 > 0.0 && g0 <= g1 && g1.is_finite()) {
+            return Err(ConfigError::new(key("blur.sigma"), self.blur.sigma, "[min, max] with 0 < min <= max"));
+        }
+        if !(self.blur.kernel_fraction > 0.0 && self.blur.kernel_fraction <= 1.0) {
+            return Err(ConfigError::new(
+                key("blur.kernel_fraction"),
+                self.blur.kernel_fraction,
+                "a fraction in (0, 1]",
+            ));
+        }
+        prob("solarize.p", self.solarize.p)?;
+        if !(0.0..=1.0).contains(&self.solarize.threshold) {
+            return Err(ConfigError::new(key("solarize.threshold"), self.solarize.threshold, "a threshold in [0, 1]"));
+        }
+        prob("noise.p", self.noise.p)?;
+        if !(self.noise.std >= 0.0 && self.noise.std.is_finite()) {
+            return Err(ConfigError::new(key("noise.std"), self.noise.std, "a standard deviation >= 0"));
+        }
+        if self.normalize.std.iter().any(|&s| !(s > 0.0 && s.is_finite()))
+            || self.normalize.mean.iter().any(|m| !m.is_finite())
+        {
+            return Err(ConfigError::new(key("normalize"), &self.normalize, "finite means and stds > 0"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid_and_differ_where_documented() {
+        let c = AugmentConfig::preset(Preset::Cifar);
+        let i = AugmentConfig::preset(Preset::Imagenet);
+        c.validate("augment.").unwrap();
+        i.validate("augment.").unwrap();
+        assert_eq!((c.size, c.blur.p), (32, 0.0));
+        assert_eq!((i.size, i.blur.p), (224, 0.5));
+    }
+
+    #[test]
+    fn bad_values_are_rejected_naming_the_key() {
+        let mut c = AugmentConfig::default();
+        c.crop.scale = [0.0, 1.0];
+        let e = c.validate("augment.").unwrap_err();
+        assert_eq!(e.key, "augment.crop.scale");
+        assert!(e.to_string().contains("0 < min <= max <= 1"), "{e}");
+
+        let mut c = AugmentConfig::default();
+        c.grayscale.p = 1.5;
+        assert_eq!(c.validate("").unwrap_err().key, "grayscale.p");
+
+        let mut c = AugmentConfig::default();
+        c.color_jitter.hue = 0.7;
+        assert_eq!(c.validate("").unwrap_err().key, "color_jitter.hue");
+    }
+
+    #[test]
+    fn toml_round_trip_and_unknown_keys_rejected() {
+        let c = AugmentConfig::preset(Preset::Imagenet);
+        let text = toml::to_string(&c).unwrap();
+        let back: AugmentConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, c);
+        let bad = text.replace("[flip]\np = 0.5", "[flip]\np = 0.5\nprobability = 1.0");
+        let err = toml::from_str::<AugmentConfig>(&bad).unwrap_err().to_string();
+        assert!(err.contains("probability"), "{err}");
+    }
+}

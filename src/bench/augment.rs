@@ -1,0 +1,109 @@
+//! `selfsup bench augment`: two-view augmentation throughput from decoded images in memory,
+//! in images per second (each image yields both views), on a chosen number of threads.
+
+use anyhow::Result;
+use selfsup_augment::{AugmentConfig, Augmenter, ImageRef};
+
+use super::{median, time_rounds};
+use crate::data::{Dataset, Images};
+
+/// Where the benchmark's images come from.
+pub enum BenchImages<'a> {
+    Dataset(&'a Dataset),
+    /// Synthetic textured images of one size (`count` of them).
+    Synthetic {
+        width: u32,
+        height: u32,
+        count: usize,
+    },
+}
+
+/// The measured figures.
+#[derive(Debug)]
+pub struct AugmentBench {
+    pub threads: usize,
+    pub images_per_round: usize,
+    pub seconds: Vec<f64>,
+}
+
+impl AugmentBench {
+    pub fn median_images_per_sec(&self) -> f64 {
+        self.images_per_round as f64 / median(&self.seconds)
+    }
+}
+
+fn synthetic(width: u32, height: u32, count: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|k| {
+            let mut px = Vec::with_capacity((width * height * 3) as usize);
+            for y in 0..height {
+                for x in 0..width {
+                    let v = x.wrapping_mul(31 + k as u32) ^ y.wrapping_mul(17);
+                    px.extend_from_slice(&[(v & 255) as u8, ((v >> 3) & 255) as u8, ((x + y + k as u32) & 255) as u8]);
+                }
+            }
+            px
+        })
+        .collect()
+}
+
+/// Augments `images_per_round` images (cycling through the source) per round, in batches of
+/// `batch`, `rounds` times, on `threads` threads.
+pub fn run(
+    cfg: &AugmentConfig,
+    source: &BenchImages<'_>,
+    threads: usize,
+    batch: usize,
+    images_per_round: usize,
+    rounds: usize,
+) -> Result<AugmentBench> {
+    let aug = Augmenter::new(cfg.clone())?;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    let mut out1 = vec![0.0f32; batch * aug.view_len()];
+    let mut out2 = out1.clone();
+    let owned;
+    let refs: Vec<ImageRef<'_>>;
+    let images: &dyn ImageSourceDyn = match source {
+        BenchImages::Dataset(ds) => &Images(ds),
+        BenchImages::Synthetic { width, height, count } => {
+            owned = synthetic(*width, *height, *count);
+            refs = owned.iter().map(|p| ImageRef::new(*width, *height, p)).collect();
+            &refs
+        }
+    };
+    let n = images.count();
+    let seconds = time_rounds(rounds + 1, |round| {
+        pool.install(|| {
+            let mut done = 0;
+            while done < images_per_round {
+                let b = batch.min(images_per_round - done);
+                let samples: Vec<usize> = (done..done + b).map(|i| i % n).collect();
+                images.batch(
+                    &aug,
+                    &samples,
+                    round as u64,
+                    &mut out1[..b * aug.view_len()],
+                    &mut out2[..b * aug.view_len()],
+                );
+                done += b;
+            }
+        })
+    });
+    // The first round warms caches and the thread pool; it is not counted.
+    Ok(AugmentBench { threads, images_per_round, seconds: seconds[1..].to_vec() })
+}
+
+/// Object-safe wrapper so a dataset and a slice of images can be benchmarked alike.
+trait ImageSourceDyn: Sync {
+    fn count(&self) -> usize;
+    fn batch(&self, aug: &Augmenter, samples: &[usize], epoch: u64, o1: &mut [f32], o2: &mut [f32]);
+}
+
+impl<T: selfsup_augment::ImageSource + ?Sized> ImageSourceDyn for T {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn batch(&self, aug: &Augmenter, samples: &[usize], epoch: u64, o1: &mut [f32], o2: &mut [f32]) {
+        aug.two_views_batch(self, samples, 0, epoch, o1, o2);
+    }
+}

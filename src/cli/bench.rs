@@ -1,0 +1,118 @@
+//! `selfsup bench …`: the benchmark subcommands' arguments and their printed reports.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use selfsup_augment::{AugmentConfig, Preset};
+
+use super::ConfigArgs;
+use crate::bench::{self, augment::BenchImages, median};
+use crate::data::open_dataset;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Two-view augmentation throughput (images/s, both views) from decoded images.
+    Augment(AugmentArgs),
+    /// Decoding a dataset into the in-memory cache.
+    Decode(DecodeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AugmentArgs {
+    /// Dataset to take images from (decoded once, before timing).
+    #[arg(long, conflicts_with = "synthetic")]
+    pub data: Option<PathBuf>,
+    /// Use synthetic images of this size instead, e.g. 500x375.
+    #[arg(long, value_name = "WxH")]
+    pub synthetic: Option<String>,
+    /// Augmentation preset (overridden by --config/--set keys).
+    #[arg(long, default_value = "cifar")]
+    pub preset: String,
+    /// Images per batch.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Images augmented per timed round.
+    #[arg(long, default_value_t = 4096)]
+    pub images: usize,
+    /// Timed rounds (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    pub rounds: usize,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DecodeArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32)> {
+    let parsed = s.split_once(['x', 'X']).and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)));
+    match parsed {
+        Some((w, h)) if w > 0 && h > 0 => Ok((w, h)),
+        _ => bail!("--synthetic {s:?}: expected WIDTHxHEIGHT, e.g. 500x375"),
+    }
+}
+
+pub fn run(cmd: BenchCommand, threads: Option<usize>) -> Result<()> {
+    let threads = threads.unwrap_or_else(rayon::current_num_threads);
+    match cmd {
+        BenchCommand::Augment(a) => {
+            let mut sets = vec![format!("augment.preset={}", a.preset)];
+            sets.extend(a.config.sets.iter().cloned());
+            let cfg = crate::config::Config::load(a.config.config.as_deref(), &sets)?;
+            let ds;
+            let source = match (&a.data, &a.synthetic) {
+                (Some(path), _) => {
+                    ds = open_dataset(path, &cfg, false)?;
+                    BenchImages::Dataset(&ds)
+                }
+                (None, Some(s)) => {
+                    let (width, height) = parse_size(s)?;
+                    BenchImages::Synthetic { width, height, count: 64 }
+                }
+                (None, None) => bail!("give --data DIR or --synthetic WxH"),
+            };
+            let aug: &AugmentConfig = &cfg.augment;
+            let r = bench::augment::run(aug, &source, threads, a.batch, a.images, a.rounds)?;
+            let preset =
+                a.preset.parse::<Preset>().map(|p| format!("{p:?}").to_lowercase()).unwrap_or(a.preset.clone());
+            println!(
+                "augment preset={preset} size={} blur_p={} threads={} batch={}: median {:.0} images/s (two views each) over {} rounds of {} images [min {:.0}, max {:.0}]",
+                aug.size,
+                aug.blur.p,
+                r.threads,
+                a.batch,
+                r.median_images_per_sec(),
+                r.seconds.len(),
+                r.images_per_round,
+                r.images_per_round as f64 / r.seconds.iter().cloned().fold(0.0, f64::max),
+                r.images_per_round as f64 / r.seconds.iter().cloned().fold(f64::INFINITY, f64::min),
+            );
+        }
+        BenchCommand::Decode(d) => {
+            let cfg = d.config.load()?;
+            let runs = bench::decode::run(&d.data, &cfg, threads, d.rounds)?;
+            let secs: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
+            let last = runs.last().expect("at least one round");
+            println!(
+                "decode {} threads={}: {} images in median {:.2} s = {:.0} images/s; cache {} pixel bytes, {} allocated ({:.3}x)",
+                d.data.display(),
+                threads,
+                last.images,
+                median(&secs),
+                last.images as f64 / median(&secs),
+                last.cached_bytes,
+                last.allocated_bytes,
+                last.allocated_bytes as f64 / last.cached_bytes.max(1) as f64,
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! The augmentation preview grid: one row per image, the original then its two views (the
+//! views epoch 0 of a run with the same seed would train on), small images enlarged with
+//! nearest-neighbour so a person can see the pixels.
+
+use image::{Rgb, RgbImage, imageops};
+use selfsup_augment::{Augmenter, ImageRef, Scratch, view_rng};
+
+use crate::data::Dataset;
+
+/// Cells are at least this many pixels on a side.
+const MIN_CELL: u32 = 128;
+const GAP: u32 = 4;
+const BACKGROUND: Rgb<u8> = Rgb([32, 32, 32]);
+
+/// Side of a grid cell for views of `size` pixels: an integer multiple reaching [`MIN_CELL`].
+pub fn cell_size(size: u32) -> u32 {
+    size * MIN_CELL.div_ceil(size).max(1)
+}
+
+/// Fits an image into a `cell` × `cell` square, keeping its aspect ratio (nearest-neighbour when
+/// enlarging, so pixels stay crisp; triangle filter when shrinking).
+fn fit(img: &RgbImage, cell: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let scale = f64::from(cell) / f64::from(w.max(h));
+    let (nw, nh) = (
+        ((f64::from(w) * scale).round() as u32).clamp(1, cell),
+        ((f64::from(h) * scale).round() as u32).clamp(1, cell),
+    );
+    let filter = if scale >= 1.0 { imageops::FilterType::Nearest } else { imageops::FilterType::Triangle };
+    let resized = imageops::resize(img, nw, nh, filter);
+    let mut out = RgbImage::from_pixel(cell, cell, BACKGROUND);
+    imageops::replace(&mut out, &resized, i64::from((cell - nw) / 2), i64::from((cell - nh) / 2));
+    out
+}
+
+/// Builds the grid for dataset images `indices`.
+pub fn grid(ds: &Dataset, aug: &Augmenter, indices: &[usize], seed: u64) -> RgbImage {
+    let size = aug.size() as u32;
+    let cell = cell_size(size);
+    let (cols, rows) = (3u32, indices.len() as u32);
+    let mut out = RgbImage::from_pixel(cols * cell + (cols + 1) * GAP, rows * cell + (rows + 1) * GAP, BACKGROUND);
+    let mut scratch = Scratch::default();
+    for (r, &i) in indices.iter().enumerate() {
+        let (original, views) = ds.with_image(i, |w, h, px| {
+            let src = ImageRef::new(w, h, px);
+            let original = RgbImage::from_raw(w, h, px.to_vec()).expect("RGB buffer");
+            let views: Vec<RgbImage> = (0..2u8)
+                .map(|v| {
+                    let view = aug.view_rgb(src, &mut view_rng(seed, 0, i as u64, v), &mut scratch);
+                    RgbImage::from_raw(size, size, view.to_u8()).expect("view buffer")
+                })
+                .collect();
+            (original, views)
+        });
+        let y = GAP + r as u32 * (cell + GAP);
+        for (c, img) in std::iter::once(&original).chain(&views).enumerate() {
+            let x = GAP + c as u32 * (cell + GAP);
+            imageops::replace(&mut out, &fit(img, cell), i64::from(x), i64::from(y));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_are_integer_multiples_reaching_the_minimum() {
+        assert_eq!(cell_size(32), 128);
+        assert_eq!(cell_size(28), 140);
+        assert_eq!(cell_size(224), 224);
+    }
+
+    #[test]
+    fn fit_keeps_aspect_and_centres() {
+        let img = RgbImage::from_pixel(4, 2, Rgb([255, 0, 0]));
+        let f = fit(&img, 8);
+        assert_eq!(f.dimensions(), (8, 8));
+        assert_eq!(f.get_pixel(0, 1), &BACKGROUND);
+        assert_eq!(f.get_pixel(0, 2), &Rgb([255, 0, 0]));
+        assert_eq!(f.get_pixel(7, 5), &Rgb([255, 0, 0]));
+        assert_eq!(f.get_pixel(7, 6), &BACKGROUND);
+    }
+}
