@@ -10,6 +10,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use selfsup_augment::{AugmentConfig, Preset};
+
+use crate::backend::BackendChoice;
+use crate::loss::LossConfig;
+use crate::model::ModelConfig;
+use crate::optim::OptimConfig;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use toml::{Table, Value};
 
@@ -91,6 +96,36 @@ impl Default for DataConfig {
     }
 }
 
+/// The `[train]` section: the loop around the steps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub epochs: u64,
+    /// Images per step (each gives two views, so the loss sees `2 × batch_size` embeddings).
+    pub batch_size: usize,
+    /// Default backend when `--backend` is not given.
+    pub backend: BackendChoice,
+    /// Write a metrics.jsonl line every this many steps.
+    pub log_every: u64,
+    /// Write the checkpoint every this many epochs (and always at the end).
+    pub checkpoint_every: u64,
+    /// Batches augmented ahead of the one being trained on.
+    pub prefetch: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 100,
+            batch_size: 256,
+            backend: BackendChoice::Auto,
+            log_every: 10,
+            checkpoint_every: 1,
+            prefetch: 2,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,11 +134,23 @@ pub struct Config {
     pub seed: u64,
     pub data: DataConfig,
     pub augment: AugmentConfig,
+    pub model: ModelConfig,
+    pub loss: LossConfig,
+    pub optim: OptimConfig,
+    pub train: TrainConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { seed: 0, data: DataConfig::default(), augment: AugmentConfig::preset(Preset::Cifar) }
+        Self {
+            seed: 0,
+            data: DataConfig::default(),
+            augment: AugmentConfig::preset(Preset::Cifar),
+            model: ModelConfig::default(),
+            loss: LossConfig::default(),
+            optim: OptimConfig::default(),
+            train: TrainConfig::default(),
+        }
     }
 }
 
@@ -193,6 +240,58 @@ impl Config {
         if self.data.limit == Some(0) {
             bail!("invalid config: data.limit = 0: must be at least 1 image");
         }
+        let bad = |key: &str, value: &dyn std::fmt::Display, allowed: &str| -> Result<()> {
+            bail!("invalid config: {key} = {value}: {allowed}")
+        };
+        let (m, l, o, t) = (&self.model, &self.loss, &self.optim, &self.train);
+        if m.head.layers == 0 {
+            bad("model.head.layers", &m.head.layers, "at least 1 linear layer")?;
+        }
+        if m.head.out_dim == 0 {
+            bad("model.head.out_dim", &m.head.out_dim, "at least 1")?;
+        }
+        if !(l.temperature > 0.0 && l.temperature.is_finite()) {
+            bad("loss.temperature", &l.temperature, "must be > 0 (typical: 0.1 to 0.5)")?;
+        }
+        if !(o.lr > 0.0 && o.lr.is_finite()) {
+            bad("optim.lr", &o.lr, "must be > 0")?;
+        }
+        if !(0.0..1.0).contains(&o.momentum) {
+            bad("optim.momentum", &o.momentum, "must be in [0, 1)")?;
+        }
+        if !(o.weight_decay >= 0.0 && o.weight_decay.is_finite()) {
+            bad("optim.weight_decay", &o.weight_decay, "must be >= 0")?;
+        }
+        if !(o.trust_coefficient > 0.0 && o.trust_coefficient.is_finite()) {
+            bad("optim.trust_coefficient", &o.trust_coefficient, "must be > 0")?;
+        }
+        if !o.betas.iter().all(|b| (0.0..1.0).contains(b)) {
+            bad("optim.betas", &format!("{:?}", o.betas), "both must be in [0, 1)")?;
+        }
+        if !(o.eps > 0.0 && o.eps.is_finite()) {
+            bad("optim.eps", &o.eps, "must be > 0")?;
+        }
+        if !(o.warmup_epochs >= 0.0 && o.warmup_epochs.is_finite()) {
+            bad("optim.warmup_epochs", &o.warmup_epochs, "must be >= 0")?;
+        }
+        if !(0.0..=1.0).contains(&o.min_lr_ratio) {
+            bad("optim.min_lr_ratio", &o.min_lr_ratio, "must be in [0, 1]")?;
+        }
+        if t.epochs == 0 {
+            bad("train.epochs", &t.epochs, "at least 1")?;
+        }
+        if t.batch_size < 2 {
+            bad("train.batch_size", &t.batch_size, "at least 2 (the loss contrasts images within a batch)")?;
+        }
+        if t.log_every == 0 {
+            bad("train.log_every", &t.log_every, "at least 1 step")?;
+        }
+        if t.checkpoint_every == 0 {
+            bad("train.checkpoint_every", &t.checkpoint_every, "at least 1 epoch")?;
+        }
+        if t.prefetch == 0 {
+            bad("train.prefetch", &t.prefetch, "at least 1 batch")?;
+        }
         Ok(())
     }
 
@@ -248,6 +347,19 @@ mod tests {
         assert!(e.contains("augment.flip.p"), "{e}");
         let e = load("[data]\ncache_limit = \"lots\"\n", &[]).unwrap_err().to_string();
         assert!(e.contains("data.cache_limit") && e.contains("lots"), "{e}");
+        for (set, key) in [
+            ("loss.temperature=0", "loss.temperature"),
+            ("loss.temperature=-0.5", "loss.temperature"),
+            ("train.batch_size=1", "train.batch_size"),
+            ("optim.lr=0", "optim.lr"),
+            ("optim.momentum=1.0", "optim.momentum"),
+            ("model.head.layers=0", "model.head.layers"),
+            ("model.arch=\"vgg\"", "model.arch"),
+            ("optim.kind=\"adam\"", "optim.kind"),
+        ] {
+            let e = load("", &[set]).unwrap_err().to_string();
+            assert!(e.contains(key), "{set}: {e}");
+        }
     }
 
     #[test]

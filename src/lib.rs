@@ -6,8 +6,15 @@
 //! augmentation). See ARCHITECTURE.md for the map.
 
 pub mod atomic;
+pub mod backend;
 pub mod bench;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod loss;
+pub mod model;
+pub mod named_tensors;
+pub mod optim;
 pub mod preview;
+pub mod train;

@@ -114,8 +114,11 @@ pub fn resample(
     let n = fixed_taps(taps_x, weights_x, region.width, starts_x, fixed_x);
     out.reshape(out_w, out_h);
     let [pr, pg, pb] = out.planes_mut();
-    let any = horizontal_row_any(n);
-    let pass: &dyn Fn(&[f32], &[u32], &[f32], &mut [f32], &mut [f32], &mut [f32]) = match n {
+    // More than 8 taps (strong shrinking): the loop overhead is minor next to the taps.
+    let any = move |row: &[f32], starts: &[u32], w: &[f32], r: &mut [f32], g: &mut [f32], b: &mut [f32]| {
+        row_pass(n, row, starts, w, r, g, b)
+    };
+    let pass: &RowPass = match n {
         1 => &horizontal_row::<1>,
         2 => &horizontal_row::<2>,
         3 => &horizontal_row::<3>,
@@ -167,10 +170,8 @@ fn horizontal_row<const N: usize>(
     row_pass(N, row, starts, weights, r, g, b);
 }
 
-/// [`row_pass`] for strong shrinking (more than 8 taps), where loop overhead is minor.
-fn horizontal_row_any(n: usize) -> impl Fn(&[f32], &[u32], &[f32], &mut [f32], &mut [f32], &mut [f32]) {
-    move |row, starts, weights, r, g, b| row_pass(n, row, starts, weights, r, g, b)
-}
+/// A horizontal pass over one row: `(row, starts, weights, r, g, b)`.
+type RowPass = dyn Fn(&[f32], &[u32], &[f32], &mut [f32], &mut [f32], &mut [f32]);
 
 /// Re-lays taps so every pixel has exactly `n` (the most any has), padding with zero weights
 /// and moving a start left where the padding would run past the box: a constant tap count

@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use selfsup_augment::{AugmentConfig, Preset};
 
 use super::ConfigArgs;
+use crate::backend::{self, BackendChoice};
 use crate::bench::{self, augment::BenchImages, median};
 use crate::data::open_dataset;
 
@@ -16,6 +17,38 @@ pub enum BenchCommand {
     Augment(AugmentArgs),
     /// Decoding a dataset into the in-memory cache.
     Decode(DecodeArgs),
+    /// Training-step throughput (pairs/s) on pre-made tensors and with the real data path.
+    Train(TrainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Images to train on (a subset of `batch × (steps + warmup)` is used).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Backend (default: train.backend from the configuration).
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendChoice>,
+    /// Timed steps per mode.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Untimed steps first (allocation, autotuning, shader compilation).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Which data path to time.
+    #[arg(long, value_enum, default_value = "both")]
+    pub mode: TrainMode,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrainMode {
+    /// Batches made before timing: compute alone.
+    Premade,
+    /// Batches augmented on the loader thread during the steps, as in `pretrain`.
+    Loader,
+    Both,
 }
 
 #[derive(Args, Debug)]
@@ -95,6 +128,42 @@ pub fn run(cmd: BenchCommand, threads: Option<usize>) -> Result<()> {
                 r.images_per_round as f64 / r.seconds.iter().cloned().fold(0.0, f64::max),
                 r.images_per_round as f64 / r.seconds.iter().cloned().fold(f64::INFINITY, f64::min),
             );
+        }
+        BenchCommand::Train(t) => {
+            let cfg = t.config.load()?;
+            let chosen = backend::choose(t.backend.unwrap_or(cfg.train.backend))?;
+            let needed = cfg.train.batch_size * (t.steps + t.warmup);
+            let mut cfg = cfg;
+            cfg.data.limit = Some(cfg.data.limit.map_or(needed, |l| l.min(needed)));
+            let ds = open_dataset(&t.data, &cfg, false)?;
+            let modes: &[bool] = match t.mode {
+                TrainMode::Premade => &[false],
+                TrainMode::Loader => &[true],
+                TrainMode::Both => &[false, true],
+            };
+            let mut totals = Vec::new();
+            for &loader in modes {
+                let r = bench::train::run(&cfg, &chosen.device, &ds, t.steps, t.warmup, loader)?;
+                println!(
+                    "train arch={:?} batch={} size={} device=\"{}\" data={}: median step {:.3} s = {:.1} pairs/s; {} steps in {:.2} s",
+                    cfg.model.arch,
+                    r.batch,
+                    cfg.augment.size,
+                    chosen.description,
+                    if loader { "loader (augmenting during the steps)" } else { "pre-made tensors" },
+                    median(&r.step_seconds),
+                    r.pairs_per_sec(),
+                    r.step_seconds.len(),
+                    r.total_seconds
+                );
+                totals.push(r.total_seconds);
+            }
+            if let [premade, loader] = totals[..] {
+                println!("loader / pre-made wall time: {:.3}x", loader / premade);
+            }
+            if let Some(rss) = bench::train::peak_rss_bytes() {
+                println!("peak RSS {:.0} MiB", rss as f64 / (1 << 20) as f64);
+            }
         }
         BenchCommand::Decode(d) => {
             let cfg = d.config.load()?;

@@ -2,6 +2,7 @@
 //! per subcommand.
 
 mod bench;
+mod pretrain;
 mod preview;
 
 use std::path::PathBuf;
@@ -27,6 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// Write a PNG grid of images and their two augmented views, to check the augmentations.
     Preview(preview::PreviewArgs),
+    /// Pretrain an encoder with SimCLR on a folder of images.
+    Pretrain(pretrain::PretrainArgs),
     /// Measure the throughput of a pipeline stage on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -58,6 +61,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let verbose = !cli.quiet;
     match cli.command {
         Command::Preview(args) => preview::run(args, verbose),
+        Command::Pretrain(args) => pretrain::run(args, verbose),
         Command::Bench(cmd) => bench::run(cmd, cli.threads),
     }
 }

@@ -1,0 +1,105 @@
+//! `selfsup bench train`: training-step throughput in image pairs per second, on pre-made
+//! tensors (compute alone) and with the real data path (augmentation on the loader thread,
+//! overlapping the steps), so their ratio shows whether loading ever holds the encoder back.
+
+use std::sync::mpsc::sync_channel;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use burn::prelude::*;
+use selfsup_augment::Augmenter;
+
+use super::median;
+use crate::config::Config;
+use crate::data::Dataset;
+use crate::optim::Optimizer;
+use crate::train::loader::{epoch_order, make_batch};
+use crate::train::step::train_step;
+
+/// Timings of one mode.
+#[derive(Debug, Clone)]
+pub struct TrainBench {
+    pub batch: usize,
+    /// Seconds of each timed step.
+    pub step_seconds: Vec<f64>,
+    /// Wall time of all timed steps.
+    pub total_seconds: f64,
+}
+
+impl TrainBench {
+    pub fn pairs_per_sec(&self) -> f64 {
+        self.batch as f64 / median(&self.step_seconds)
+    }
+}
+
+/// Peak resident memory of this process so far (Linux `VmHWM`), in bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Runs `warmup + steps` steps; `loader = false` feeds batches made before timing, `true`
+/// makes them on a worker thread while the steps run (as `pretrain` does).
+pub fn run(
+    cfg: &Config,
+    device: &Device,
+    ds: &Dataset,
+    steps: usize,
+    warmup: usize,
+    loader: bool,
+) -> Result<TrainBench> {
+    let batch = cfg.train.batch_size;
+    if ds.len() < batch {
+        bail!("bench train: {} images, fewer than one batch of {batch}", ds.len());
+    }
+    let aug = Augmenter::new(cfg.augment.clone())?;
+    let device = device.clone().autodiff();
+    device.seed(cfg.seed);
+    let mut model = cfg.model.init(&device);
+    let mut optim = Optimizer::new(cfg.optim.clone());
+    let size = aug.size();
+    let order = epoch_order(ds.len(), cfg.seed, 0);
+    let total = warmup + steps;
+    let indices = |k: usize| -> Vec<usize> { (0..batch).map(|i| order[(k * batch + i) % order.len()]).collect() };
+    let to_tensor =
+        |views: Vec<f32>| Tensor::<4>::from_data(TensorData::new(views, [2 * batch, 3, size, size]), &device);
+    let mut step_seconds = Vec::with_capacity(steps);
+    let mut start = Instant::now();
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = sync_channel(cfg.train.prefetch);
+        let premade: Vec<Vec<f32>> = if loader {
+            let (aug, indices) = (&aug, &indices);
+            scope.spawn(move || {
+                for k in 0..total {
+                    if tx.send(make_batch(ds, aug, &indices(k), cfg.seed, 0, k as u64).views).is_err() {
+                        return;
+                    }
+                }
+            });
+            Vec::new()
+        } else {
+            drop(tx);
+            (0..total).map(|k| make_batch(ds, &aug, &indices(k), cfg.seed, 0, k as u64).views).collect()
+        };
+        let mut premade = premade.into_iter();
+        for k in 0..total {
+            if k == warmup {
+                start = Instant::now();
+            }
+            let t = Instant::now();
+            let views = if loader { rx.recv()? } else { premade.next().expect("made above") };
+            let (trained, out) = train_step(model.clone(), &mut optim, cfg, to_tensor(views), batch, None, 0.01)?;
+            model = trained;
+            if !out.loss.is_finite() {
+                bail!("bench train: the loss became {} at step {k}", out.loss);
+            }
+            if k >= warmup {
+                step_seconds.push(t.elapsed().as_secs_f64());
+            }
+        }
+        Ok(())
+    })?;
+    Ok(TrainBench { batch, step_seconds, total_seconds: start.elapsed().as_secs_f64() })
+}

@@ -1,0 +1,144 @@
+//! Checkpoint files: one safetensors file holding the model's tensors (`model.<path>`), the
+//! optimizer's state (`optim.<path>/<i>`), and in its metadata the training position, the
+//! resolved configuration and the device. Written atomically (temporary file, fsync, rename),
+//! so a crash leaves either the previous checkpoint or the new one, never half of one.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::named_tensors::NamedTensor;
+
+/// Format version written into every checkpoint.
+pub const FORMAT: &str = "selfsup-checkpoint-1";
+
+/// Where training stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Position {
+    /// Epoch being trained (0-based); `step_in_epoch` steps of it are done.
+    pub epoch: u64,
+    pub step_in_epoch: u64,
+    /// Optimizer steps done in total.
+    pub global_step: u64,
+}
+
+/// Everything a checkpoint holds.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub position: Position,
+    pub model: Vec<NamedTensor>,
+    pub optimizer_steps: u64,
+    pub optimizer: Vec<NamedTensor>,
+    /// The resolved configuration (TOML) of the run.
+    pub config: String,
+    /// Free-form facts kept with the weights (device, selfsup version, …).
+    pub notes: HashMap<String, String>,
+}
+
+fn to_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+impl Checkpoint {
+    /// Writes the checkpoint to `path` atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = self
+            .model
+            .iter()
+            .map(|t| (format!("model.{}", t.name), t.shape.clone(), to_bytes(&t.values)))
+            .chain(self.optimizer.iter().map(|t| (format!("optim.{}", t.name), t.shape.clone(), to_bytes(&t.values))))
+            .collect();
+        let views: Vec<(String, TensorView<'_>)> = bytes
+            .iter()
+            .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
+            .collect::<Result<_, safetensors::SafeTensorError>>()?;
+        let mut meta = self.notes.clone();
+        meta.insert("format".into(), FORMAT.into());
+        meta.insert("epoch".into(), self.position.epoch.to_string());
+        meta.insert("step_in_epoch".into(), self.position.step_in_epoch.to_string());
+        meta.insert("global_step".into(), self.position.global_step.to_string());
+        meta.insert("optimizer_steps".into(), self.optimizer_steps.to_string());
+        meta.insert("config".into(), self.config.clone());
+        let data = safetensors::serialize(views, Some(meta))?;
+        crate::atomic::write_bytes(path, &data)
+    }
+
+    /// Reads a checkpoint written by [`save`](Self::save).
+    pub fn load(path: &Path) -> Result<Self> {
+        let data = std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+        let bad = |why: String| anyhow::anyhow!("{}: not a selfsup checkpoint ({why})", path.display());
+        let (_, header) = SafeTensors::read_metadata(&data).map_err(|e| bad(e.to_string()))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        if meta.get("format").map(String::as_str) != Some(FORMAT) {
+            return Err(bad(format!("format is {:?}, expected {FORMAT:?}", meta.get("format"))));
+        }
+        let num = |k: &str| -> Result<u64> {
+            meta.get(k).and_then(|v| v.parse().ok()).ok_or_else(|| bad(format!("metadata {k} missing or not a number")))
+        };
+        let position =
+            Position { epoch: num("epoch")?, step_in_epoch: num("step_in_epoch")?, global_step: num("global_step")? };
+        let optimizer_steps = num("optimizer_steps")?;
+        let config = meta.get("config").cloned().ok_or_else(|| bad("no config in metadata".into()))?;
+        let st = SafeTensors::deserialize(&data).map_err(|e| bad(e.to_string()))?;
+        let mut model = Vec::new();
+        let mut optimizer = Vec::new();
+        let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+        names.sort();
+        for name in names {
+            let view = st.tensor(&name).map_err(|e| bad(e.to_string()))?;
+            if view.dtype() != Dtype::F32 {
+                bail!("{}: tensor {name} is {:?}, expected F32", path.display(), view.dtype());
+            }
+            let values: Vec<f32> =
+                view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let shape = view.shape().to_vec();
+            if let Some(n) = name.strip_prefix("model.") {
+                model.push(NamedTensor { name: n.to_string(), shape, values });
+            } else if let Some(n) = name.strip_prefix("optim.") {
+                optimizer.push(NamedTensor { name: n.to_string(), shape, values });
+            } else {
+                return Err(bad(format!("unexpected tensor {name}")));
+            }
+        }
+        let mut notes = meta;
+        for k in ["format", "epoch", "step_in_epoch", "global_step", "optimizer_steps", "config"] {
+            notes.remove(k);
+        }
+        Ok(Self { position, model, optimizer_steps, optimizer, config, notes })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_foreign_files() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.safetensors");
+        let ck = Checkpoint {
+            position: Position { epoch: 3, step_in_epoch: 7, global_step: 52 },
+            model: vec![NamedTensor {
+                name: "a.weight".into(),
+                shape: vec![2, 3],
+                values: vec![1.0, -2.0, 3.5, 0.0, 1e-7, 9.0],
+            }],
+            optimizer_steps: 52,
+            optimizer: vec![NamedTensor { name: "a.weight/0".into(), shape: vec![6], values: vec![0.5; 6] }],
+            config: "seed = 1\n".into(),
+            notes: HashMap::from([("device".to_string(), "flex".to_string())]),
+        };
+        ck.save(&p).unwrap();
+        let back = Checkpoint::load(&p).unwrap();
+        assert_eq!(back.position, ck.position);
+        assert_eq!(back.model, ck.model);
+        assert_eq!(back.optimizer, ck.optimizer);
+        assert_eq!(back.config, ck.config);
+        assert_eq!(back.notes, ck.notes);
+        std::fs::write(&p, b"garbage").unwrap();
+        let e = Checkpoint::load(&p).unwrap_err().to_string();
+        assert!(e.contains("c.safetensors") && e.contains("not a selfsup checkpoint"), "{e}");
+    }
+}

@@ -1,0 +1,62 @@
+//! `selfsup pretrain`: train an encoder on a folder of images.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use super::ConfigArgs;
+use crate::backend::BackendChoice;
+use crate::train::{PretrainOptions, pretrain};
+
+#[derive(Args, Debug)]
+pub struct PretrainArgs {
+    /// Training images: an image folder (labels unused unless loss.kind = "supcon"), CIFAR
+    /// binaries or IDX files.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Run folder (created); holds config.toml, metrics.jsonl and checkpoint.safetensors.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Backend; overrides train.backend (default: auto = a GPU if wgpu finds one, else flex).
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendChoice>,
+    /// Continue the run in --out from its checkpoint (with the run's own configuration).
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop after this many optimizer steps in total, writing a checkpoint (resumable).
+    #[arg(long, value_name = "STEPS")]
+    pub stop_after_steps: Option<u64>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+pub fn run(args: PretrainArgs, verbose: bool) -> Result<()> {
+    if args.resume && (args.config.config.is_some() || !args.config.sets.is_empty()) {
+        bail!(
+            "--resume continues a run with the configuration it started with; drop --config/--set (or start a new run)"
+        );
+    }
+    let config = if args.resume { Default::default() } else { args.config.load()? };
+    let summary = pretrain(&PretrainOptions {
+        data: args.data,
+        out: args.out.clone(),
+        config,
+        backend: args.backend,
+        resume: args.resume,
+        stop_after_steps: args.stop_after_steps,
+        verbose,
+    })?;
+    if verbose {
+        let loss = summary.last_loss.map_or("-".to_string(), |l| format!("{l:.4}"));
+        let state = if summary.interrupted { "stopped" } else { "finished" };
+        eprintln!(
+            "{state}: epoch {} step {} (global step {}), last loss {loss}; run folder {}",
+            summary.position.epoch,
+            summary.position.step_in_epoch,
+            summary.position.global_step,
+            args.out.display()
+        );
+    }
+    Ok(())
+}

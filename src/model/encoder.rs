@@ -1,0 +1,114 @@
+//! The encoder: a backbone and a projection head, built from the `[model]` configuration.
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::convnet::ConvNet;
+use super::head::ProjectionHead;
+use super::resnet::ResNet;
+
+/// Backbone architectures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Convnet,
+    Resnet18,
+    Resnet34,
+    Resnet50,
+}
+
+/// ResNet stems.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stem {
+    /// 3×3 stride-1 conv, no max-pool (32 px inputs).
+    Cifar,
+    /// 7×7 stride-2 conv and 3×3 stride-2 max-pool (224 px inputs).
+    Imagenet,
+}
+
+/// Projection-head shape.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadConfig {
+    /// Width of the hidden layers; 0 means the backbone's feature dimension.
+    pub hidden_dim: usize,
+    /// Output (embedding) dimension.
+    pub out_dim: usize,
+    /// Number of linear layers (≥ 1): 2 is SimCLR v1's MLP, 3 is v2's.
+    pub layers: usize,
+}
+
+/// The `[model]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    /// Stem of ResNet backbones (ignored by convnet).
+    pub stem: Stem,
+    pub head: HeadConfig,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self { arch: Arch::Convnet, stem: Stem::Cifar, head: HeadConfig { hidden_dim: 0, out_dim: 128, layers: 2 } }
+    }
+}
+
+impl ModelConfig {
+    /// Builds a freshly initialized encoder on `device`.
+    pub fn init(&self, device: &Device) -> Encoder {
+        let backbone = match self.arch {
+            Arch::Convnet => Backbone::ConvNet(ConvNet::new(device)),
+            Arch::Resnet18 => Backbone::ResNet(ResNet::new(18, self.stem, device)),
+            Arch::Resnet34 => Backbone::ResNet(ResNet::new(34, self.stem, device)),
+            Arch::Resnet50 => Backbone::ResNet(ResNet::new(50, self.stem, device)),
+        };
+        let d = backbone.dim();
+        let hidden = if self.head.hidden_dim == 0 { d } else { self.head.hidden_dim };
+        let head = ProjectionHead::new(d, hidden, self.head.out_dim, self.head.layers, device);
+        Encoder { backbone, head }
+    }
+}
+
+/// Any of the backbones.
+#[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)] // one per model: boxing would only add an indirection
+pub enum Backbone {
+    ConvNet(ConvNet),
+    ResNet(ResNet),
+}
+
+impl Backbone {
+    /// Feature dimension.
+    pub fn dim(&self) -> usize {
+        match self {
+            Self::ConvNet(m) => m.dim(),
+            Self::ResNet(m) => m.dim(),
+        }
+    }
+
+    /// `[n, 3, h, w]` → `[n, dim]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        match self {
+            Self::ConvNet(m) => m.forward(x),
+            Self::ResNet(m) => m.forward(x),
+        }
+    }
+}
+
+/// Backbone and projection head.
+#[derive(Module, Debug)]
+pub struct Encoder {
+    pub backbone: Backbone,
+    pub head: ProjectionHead,
+}
+
+impl Encoder {
+    /// Backbone features and their projections.
+    pub fn forward(&self, x: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
+        let h = self.backbone.forward(x);
+        let z = self.head.forward(h.clone());
+        (h, z)
+    }
+}

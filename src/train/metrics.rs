@@ -1,0 +1,100 @@
+//! `metrics.jsonl`: one JSON object per logged step, flushed line by line so that a crash
+//! never leaves half a line. On resume, lines past the checkpoint's step are dropped first (they
+//! will be logged again), so the file always describes one consistent run.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// What is logged at a step.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepMetrics {
+    pub step: u64,
+    pub epoch: u64,
+    pub loss: f64,
+    pub lr: f64,
+    /// Images (pairs of views) per second since the previous line.
+    pub images_per_sec: f64,
+    /// Mean cosine similarity of positive pairs (projections).
+    pub pos_sim: f64,
+    /// Mean cosine similarity of negative pairs (projections).
+    pub neg_sim: f64,
+    /// Collapse and representation metrics on the held-out batch, when computed at this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<serde_json::Value>,
+}
+
+/// The append-only metrics file.
+pub struct MetricsLog {
+    file: File,
+}
+
+impl MetricsLog {
+    /// Opens `path` for appending; with `keep_until = Some(s)`, first drops lines whose step is
+    /// beyond `s` (and any incomplete last line).
+    pub fn open(path: &Path, keep_until: Option<u64>) -> Result<Self> {
+        if let (Some(limit), true) = (keep_until, path.exists()) {
+            let reader = BufReader::new(File::open(path).with_context(|| format!("reading {}", path.display()))?);
+            let mut kept = String::new();
+            for line in reader.lines() {
+                let line = line?;
+                let step = serde_json::from_str::<serde_json::Value>(&line).ok().and_then(|v| v.get("step")?.as_u64());
+                if step.is_some_and(|s| s <= limit) {
+                    kept.push_str(&line);
+                    kept.push('\n');
+                }
+            }
+            crate::atomic::write_bytes(path, kept.as_bytes())?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Ok(Self { file })
+    }
+
+    pub fn write(&mut self, m: &StepMetrics) -> Result<()> {
+        let mut line = serde_json::to_string(m)?;
+        line.push('\n');
+        self.file.write_all(line.as_bytes())?;
+        self.file.flush()?;
+        Ok(())
+    }
+}
+
+/// Reads every line of a metrics file.
+pub fn read(path: &Path) -> Result<Vec<StepMetrics>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{}: line {} is not a metrics record", path.display(), i + 1))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_drops_lines_past_the_checkpoint() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("metrics.jsonl");
+        let mut log = MetricsLog::open(&p, None).unwrap();
+        for step in [10, 20, 30] {
+            log.write(&StepMetrics { step, loss: step as f64, ..Default::default() }).unwrap();
+        }
+        drop(log);
+        std::fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"{\"step\": 4").unwrap();
+        let mut log = MetricsLog::open(&p, Some(20)).unwrap();
+        log.write(&StepMetrics { step: 30, loss: 1.0, ..Default::default() }).unwrap();
+        let back = read(&p).unwrap();
+        assert_eq!(back.iter().map(|m| (m.step, m.loss)).collect::<Vec<_>>(), vec![(10, 10.0), (20, 20.0), (30, 1.0)]);
+    }
+}

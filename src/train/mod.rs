@@ -1,0 +1,17 @@
+//! Pretraining: the loop that turns a folder of images into a trained encoder.
+//!
+//! - [`run_dir`] — the run folder's layout and the checks made before anything is written;
+//! - [`loader`] — epoch orders and two-view batches augmented on a worker thread ahead of the step;
+//! - [`metrics`] — `metrics.jsonl`;
+//! - [`progress`] — the progress bars;
+//! - [`step`] — one forward / loss / backward / update;
+//! - [`pretrain`] — the loop itself (schedule, logging, checkpoints, resume, divergence).
+
+pub mod loader;
+pub mod metrics;
+pub mod pretrain;
+pub mod progress;
+pub mod run_dir;
+pub mod step;
+
+pub use pretrain::{PretrainOptions, PretrainSummary, pretrain};

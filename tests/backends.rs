@@ -1,0 +1,87 @@
+//! The same training steps from the same weights on the same batches give the same losses on
+//! every backend this machine can reach: flex and ndarray always; wgpu when an adapter exists
+//! (CI installs Mesa's lavapipe and sets SELFSUP_REQUIRE_WGPU=1, so there it must run).
+
+use burn::prelude::*;
+use selfsup::config::Config;
+use selfsup::named_tensors::{self, NamedTensor};
+use selfsup::optim::Optimizer;
+use selfsup::train::step::train_step;
+use selfsup_augment::{Augmenter, ImageRef};
+
+const SMOKE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/smoke.toml");
+const BATCH: usize = 4;
+const STEPS: usize = 3;
+
+fn config() -> Config {
+    Config::load(Some(std::path::Path::new(SMOKE)), &[]).unwrap()
+}
+
+/// `STEPS` batches of both views of `BATCH` synthetic images, as the loader lays them out.
+fn batches(cfg: &Config) -> Vec<Vec<f32>> {
+    let aug = Augmenter::new(cfg.augment.clone()).unwrap();
+    let images: Vec<Vec<u8>> =
+        (0..BATCH * STEPS).map(|k| (0..24 * 20 * 3).map(|i| ((i * (k + 3) + k * 41) % 251) as u8).collect()).collect();
+    let refs: Vec<ImageRef> = images.iter().map(|p| ImageRef::new(24, 20, p)).collect();
+    (0..STEPS)
+        .map(|s| {
+            let idx: Vec<usize> = (s * BATCH..(s + 1) * BATCH).collect();
+            let mut views = vec![0.0; 2 * BATCH * aug.view_len()];
+            let (a, b) = views.split_at_mut(BATCH * aug.view_len());
+            aug.two_views_batch(&refs, &idx, 7, 0, a, b);
+            views
+        })
+        .collect()
+}
+
+fn losses(device: Device, weights: &[NamedTensor], batches: &[Vec<f32>], cfg: &Config) -> Vec<f32> {
+    let device = device.autodiff();
+    let mut model = named_tensors::apply(cfg.model.init(&device), weights).unwrap();
+    let mut opt = Optimizer::new(cfg.optim.clone());
+    let s = cfg.augment.size as usize;
+    batches
+        .iter()
+        .map(|views| {
+            let x = Tensor::<4>::from_data(TensorData::new(views.clone(), [2 * BATCH, 3, s, s]), &device);
+            let (trained, out) = train_step(model.clone(), &mut opt, cfg, x, BATCH, None, 0.05).unwrap();
+            model = trained;
+            out.loss
+        })
+        .collect()
+}
+
+fn assert_close(name: &str, got: &[f32], want: &[f32]) {
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= 1e-3 * w.abs().max(1.0), "{name} step {i}: {g} vs flex {w} ({got:?} vs {want:?})");
+    }
+}
+
+#[test]
+fn same_steps_same_losses_on_every_reachable_backend() {
+    let cfg = config();
+    let flex = Device::flex();
+    flex.seed(3);
+    let weights = named_tensors::collect(&cfg.model.init(&flex));
+    let data = batches(&cfg);
+    let reference = losses(Device::flex(), &weights, &data, &cfg);
+    assert!(reference.iter().all(|l| l.is_finite()));
+    // The steps really train: the losses are not all equal.
+    assert!(reference.windows(2).any(|w| w[0] != w[1]));
+
+    #[allow(deprecated)]
+    let ndarray = Device::ndarray();
+    assert_close("ndarray", &losses(ndarray, &weights, &data, &cfg), &reference);
+
+    let adapters = selfsup::backend::wgpu_adapters();
+    if adapters.is_empty() {
+        assert!(
+            std::env::var_os("SELFSUP_REQUIRE_WGPU").is_none(),
+            "SELFSUP_REQUIRE_WGPU is set but wgpu finds no adapter"
+        );
+        eprintln!("wgpu: no adapter on this machine, skipped (install mesa-vulkan-drivers to test it)");
+        return;
+    }
+    eprintln!("wgpu adapters: {adapters:?}");
+    let wgpu = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+    assert_close("wgpu", &losses(wgpu, &weights, &data, &cfg), &reference);
+}

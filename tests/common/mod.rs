@@ -1,0 +1,46 @@
+//! Shared helpers of the end-to-end tests: the binary, and small synthetic image folders.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+pub fn selfsup() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_selfsup"))
+}
+
+/// Runs the binary with `args`; returns the output (stderr decoded).
+pub fn run(args: &[&str]) -> (Output, String) {
+    let out = selfsup().args(args).output().expect("run selfsup");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stderr)
+}
+
+/// A labelled folder: `per_class` images of `size`×`size` pixels for each of `classes` classes.
+/// Class `c` is a bright blob of a class colour at a random place on a noisy background, so
+/// classes are learnable but not trivially by the mean colour alone.
+pub fn shapes_folder(root: &Path, classes: usize, per_class: usize, size: u32) {
+    let mut s: u64 = 0x1234_5678;
+    let mut rnd = || {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (s >> 33) as u32
+    };
+    for c in 0..classes {
+        let dir = root.join(format!("class{c}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            let (cx, cy) = (rnd() % size, rnd() % size);
+            let radius = (size / 5 + rnd() % (size / 4)) as i64;
+            // The class sets the base colour; each image shifts it, so instances differ too.
+            let base = [c * 97 % 256, c * 53 % 256, 255 - c * 71 % 256];
+            let colour = base.map(|b| (b as i64 + (rnd() % 81) as i64 - 40).clamp(0, 255) as u8);
+            let mut img = image::RgbImage::new(size, size);
+            for (x, y, p) in img.enumerate_pixels_mut() {
+                let d2 = (x as i64 - cx as i64).pow(2) + (y as i64 - cy as i64).pow(2);
+                let noise = (rnd() % 60) as u8;
+                *p = if d2 < radius.pow(2) { image::Rgb(colour) } else { image::Rgb([noise, noise, noise]) };
+            }
+            img.save(dir.join(format!("{i:03}.png"))).unwrap();
+        }
+    }
+}
