@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use selfsup_augment::{AugmentConfig, Preset};
 
 use crate::backend::BackendChoice;
+use crate::eval::monitor::MonitorConfig;
 use crate::loss::LossConfig;
 use crate::model::ModelConfig;
 use crate::optim::OptimConfig;
@@ -138,6 +139,7 @@ pub struct Config {
     pub loss: LossConfig,
     pub optim: OptimConfig,
     pub train: TrainConfig,
+    pub monitor: MonitorConfig,
 }
 
 impl Default for Config {
@@ -150,6 +152,7 @@ impl Default for Config {
             loss: LossConfig::default(),
             optim: OptimConfig::default(),
             train: TrainConfig::default(),
+            monitor: MonitorConfig::default(),
         }
     }
 }
@@ -291,6 +294,19 @@ impl Config {
         }
         if t.prefetch == 0 {
             bad("train.prefetch", &t.prefetch, "at least 1 batch")?;
+        }
+        let mo = &self.monitor;
+        if !(mo.std_threshold >= 0.0 && mo.std_threshold.is_finite()) {
+            bad("monitor.std_threshold", &mo.std_threshold, "must be >= 0 (fraction of 1/√d)")?;
+        }
+        if !(0.0..=1.0).contains(&mo.rank_threshold) {
+            bad("monitor.rank_threshold", &mo.rank_threshold, "must be in [0, 1] (fraction of the dimension)")?;
+        }
+        if mo.knn_k == 0 {
+            bad("monitor.knn_k", &mo.knn_k, "at least 1 neighbour")?;
+        }
+        if !(mo.knn_temperature > 0.0 && mo.knn_temperature.is_finite()) {
+            bad("monitor.knn_temperature", &mo.knn_temperature, "must be > 0")?;
         }
         Ok(())
     }

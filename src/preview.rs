@@ -19,7 +19,7 @@ pub fn cell_size(size: u32) -> u32 {
 
 /// Fits an image into a `cell` × `cell` square, keeping its aspect ratio (nearest-neighbour when
 /// enlarging, so pixels stay crisp; triangle filter when shrinking).
-fn fit(img: &RgbImage, cell: u32) -> RgbImage {
+pub fn fit(img: &RgbImage, cell: u32) -> RgbImage {
     let (w, h) = img.dimensions();
     let scale = f64::from(cell) / f64::from(w.max(h));
     let (nw, nh) = (

@@ -226,3 +226,67 @@ fn divergence_stops_at_once_naming_the_step_and_keeps_the_last_good_checkpoint()
     assert!(!out2.join("checkpoint.safetensors").exists(), "no checkpoint of diverged weights");
     assert_eq!(std::fs::read(out.join("checkpoint.safetensors")).unwrap(), good);
 }
+
+#[test]
+fn monitoring_logs_collapse_statistics_and_online_knn_and_can_stop_on_collapse() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    shapes_folder(&data, 4, 15, 16);
+    let out = d.path().join("run");
+    let monitor = [
+        "--set",
+        "monitor.every=2",
+        "--set",
+        "monitor.knn_every=1",
+        "--set",
+        "monitor.knn_bank=40",
+        "--set",
+        "monitor.knn_k=5",
+    ];
+    let (o, err) = run(&[
+        &["pretrain", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--config", SMOKE, "-q"],
+        &monitor[..],
+    ]
+    .concat());
+    assert!(o.status.success(), "{err}");
+    // 60 images, 6 held out: 54 trained on, 6 steps of 8 per epoch, 2 epochs.
+    let m = metrics::read(&out.join("metrics.jsonl")).unwrap();
+    let mon: Vec<_> = m.iter().filter_map(|r| r.monitor.as_ref().map(|x| (r.step, x))).collect();
+    assert_eq!(
+        mon.iter().filter(|(_, x)| x.backbone.is_some()).map(|(s, _)| *s).collect::<Vec<_>>(),
+        vec![2, 4, 6, 8, 10, 12]
+    );
+    let (_, first) = mon[0];
+    let b = first.backbone.as_ref().unwrap();
+    assert_eq!(b.dim, 256);
+    assert!(b.std_ratio > 0.0 && b.effective_rank >= 1.0 && b.uniformity <= 0.0 && b.alignment >= 0.0);
+    assert_eq!(first.projection.as_ref().unwrap().dim, 32);
+    let knn: Vec<u64> = mon.iter().filter(|(_, x)| x.knn.is_some()).map(|(s, _)| *s).collect();
+    assert_eq!(knn, vec![6, 12], "online k-NN at the end of each epoch");
+    assert!(mon.iter().all(|(_, x)| x.knn.as_ref().is_none_or(|k| (0.0..=1.0).contains(&k.top1))));
+
+    // A threshold no representation can meet (std·√d is at most 1) fires the rule at once.
+    let out2 = d.path().join("run2");
+    let (o, err) = run(&[
+        &[
+            "pretrain",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out2.to_str().unwrap(),
+            "--config",
+            SMOKE,
+            "--stop-on-collapse",
+            "--set",
+            "monitor.std_threshold=5.0",
+        ],
+        &monitor[..],
+    ]
+    .concat());
+    assert!(!o.status.success());
+    assert!(
+        err.contains("warning: representation collapse at step 2") && err.contains("stopping on collapse at step 2"),
+        "{err}"
+    );
+    assert!(!out2.join("checkpoint.safetensors").exists());
+}

@@ -75,6 +75,24 @@ impl Augmenter {
     }
 }
 
+impl Augmenter {
+    /// The evaluation views (no randomness, see [`crate::center`]) of images `samples`, in
+    /// parallel: image `k`'s view goes to `out[k · view_len ..]`.
+    pub fn eval_batch<S: ImageSource + ?Sized>(&self, source: &S, samples: &[usize], out: &mut [f32]) {
+        let len = self.view_len();
+        assert_eq!(out.len(), samples.len() * len, "out must hold {} views", samples.len());
+        let c = self.config();
+        out.par_chunks_mut(len).zip(samples.par_iter()).for_each(|(o, &index)| {
+            SCRATCH.with_borrow_mut(|scratch| {
+                source.with_image(index, &mut |img| {
+                    let (resample, work) = scratch.eval_parts();
+                    crate::center::eval_view(img, self.size(), c.eval_crop, &c.normalize, resample, work, o);
+                });
+            });
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,6 +64,9 @@ pub struct AugmentConfig {
     pub solarize: SolarizeConfig,
     pub noise: NoiseConfig,
     pub normalize: NormalizeConfig,
+    /// Evaluation view: centred square crop of this fraction of the shorter side, resized to
+    /// `size` (1.0 for CIFAR-sized images; 0.875 is torchvision's 224-of-256).
+    pub eval_crop: f64,
 }
 
 impl Default for AugmentConfig {
@@ -75,9 +78,9 @@ impl Default for AugmentConfig {
 impl AugmentConfig {
     /// The SimCLR augmentation at the preset's resolution.
     pub fn preset(preset: Preset) -> Self {
-        let (size, blur_p, normalize) = match preset {
-            Preset::Cifar => (32, 0.0, NormalizeConfig::cifar10()),
-            Preset::Imagenet => (224, 0.5, NormalizeConfig::imagenet()),
+        let (size, blur_p, normalize, eval_crop) = match preset {
+            Preset::Cifar => (32, 0.0, NormalizeConfig::cifar10(), 1.0),
+            Preset::Imagenet => (224, 0.5, NormalizeConfig::imagenet(), 0.875),
         };
         Self {
             size,
@@ -89,6 +92,7 @@ impl AugmentConfig {
             solarize: SolarizeConfig { p: 0.0, threshold: 0.5 },
             noise: NoiseConfig { p: 0.0, std: 0.05 },
             normalize,
+            eval_crop,
         }
     }
 
@@ -140,6 +144,9 @@ impl AugmentConfig {
         prob("noise.p", self.noise.p)?;
         if !(self.noise.std >= 0.0 && self.noise.std.is_finite()) {
             return Err(ConfigError::new(key("noise.std"), self.noise.std, "a standard deviation >= 0"));
+        }
+        if !(self.eval_crop > 0.0 && self.eval_crop <= 1.0) {
+            return Err(ConfigError::new(key("eval_crop"), self.eval_crop, "a fraction in (0, 1]"));
         }
         if self.normalize.std.iter().any(|&s| !(s > 0.0 && s.is_finite()))
             || self.normalize.mean.iter().any(|m| !m.is_finite())

@@ -9,13 +9,15 @@
 //! resampling), [`flip`], [`color_jitter`], [`grayscale`], [`blur`], [`noise`], [`solarize`] and
 //! [`normalize`]. [`config`] gathers them into one serde/TOML configuration with the `cifar` and
 //! `imagenet` presets, [`pipeline`] runs them in SimCLR's order on one view, and [`batch`]
-//! augments a batch of images in parallel (rayon). All randomness comes from [`rng`]: a view's
+//! augments a batch of images in parallel (rayon). [`center`] is the deterministic evaluation
+//! view (centred crop, resize, normalize). All randomness comes from [`rng`]: a view's
 //! random draws are a pure function of `(seed, epoch, sample index, view)`, so the same seed gives
 //! the same views whatever the thread count or batch order.
 
 pub mod batch;
 pub mod blur;
 pub mod buffer;
+pub mod center;
 pub mod color_jitter;
 pub mod config;
 pub mod crop;

@@ -22,6 +22,13 @@ pub struct Scratch {
     img: RgbF32,
 }
 
+impl Scratch {
+    /// The buffers the evaluation view needs.
+    pub(crate) fn eval_parts(&mut self) -> (&mut ResampleScratch, &mut RgbF32) {
+        (&mut self.resample, &mut self.img)
+    }
+}
+
 /// A validated augmentation configuration, ready to make views.
 #[derive(Clone, Debug)]
 pub struct Augmenter {

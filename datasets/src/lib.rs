@@ -11,7 +11,8 @@
 //! - [`cache`]: the compact pixel store (≤ 1.05× the raw pixel bytes);
 //! - [`cifar`] and [`idx`]: the CIFAR-10/100 binary and IDX (MNIST, Fashion-MNIST) formats;
 //! - [`dataset`]: opening, parallel loading with a progress bar and counted skips, streaming;
-//! - [`split`]: stratified seeded train/validation splits and `limit N` subsets.
+//! - [`split`]: stratified seeded train/validation splits and `limit N` subsets;
+//! - [`synthetic`]: a generated labelled set of shapes and textures for the demo.
 
 pub mod cache;
 pub mod cifar;
@@ -21,6 +22,7 @@ pub mod error;
 pub mod idx;
 pub mod scan;
 pub mod split;
+pub mod synthetic;
 
 pub use dataset::{Dataset, LoadOptions, Skipped, SourceKind, open};
 pub use decode::{DecodeOptions, RgbImage8};

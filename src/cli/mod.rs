@@ -2,8 +2,16 @@
 //! per subcommand.
 
 mod bench;
+mod demo;
+mod embed;
+mod encoder_args;
+mod export;
+mod knn;
+mod neighbors;
 mod pretrain;
 mod preview;
+mod probe;
+mod report;
 
 use std::path::PathBuf;
 
@@ -28,8 +36,22 @@ pub struct Cli {
 pub enum Command {
     /// Write a PNG grid of images and their two augmented views, to check the augmentations.
     Preview(preview::PreviewArgs),
+    /// Generate a small labelled image set, pretrain on it, evaluate and write a report.
+    Demo(demo::DemoArgs),
     /// Pretrain an encoder with SimCLR on a folder of images.
     Pretrain(pretrain::PretrainArgs),
+    /// Weighted k-NN accuracy of an encoder (or a baseline) on labelled folders.
+    Knn(knn::KnnArgs),
+    /// Linear-probe accuracy of an encoder (or a baseline) on labelled folders.
+    Probe(probe::ProbeArgs),
+    /// Write the backbone embeddings of a folder as .npy (plus a CSV of paths and labels).
+    Embed(embed::EmbedArgs),
+    /// Show a query image's nearest neighbours in a folder.
+    Neighbors(neighbors::NeighborsArgs),
+    /// Export the trained encoder's weights as safetensors.
+    Export(export::ExportArgs),
+    /// Write report.html for a run folder.
+    Report(report::ReportArgs),
     /// Measure the throughput of a pipeline stage on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -62,6 +84,13 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Preview(args) => preview::run(args, verbose),
         Command::Pretrain(args) => pretrain::run(args, verbose),
+        Command::Demo(args) => demo::run(args, verbose),
+        Command::Knn(args) => knn::run(args, verbose),
+        Command::Probe(args) => probe::run(args, verbose),
+        Command::Embed(args) => embed::run(args, verbose),
+        Command::Neighbors(args) => neighbors::run(args, verbose),
+        Command::Export(args) => export::run(args, verbose),
+        Command::Report(args) => report::run(args, verbose),
         Command::Bench(cmd) => bench::run(cmd, cli.threads),
     }
 }

@@ -27,6 +27,9 @@ pub struct PretrainArgs {
     /// Stop after this many optimizer steps in total, writing a checkpoint (resumable).
     #[arg(long, value_name = "STEPS")]
     pub stop_after_steps: Option<u64>,
+    /// End the run (keeping the last good checkpoint) when a collapse rule fires.
+    #[arg(long)]
+    pub stop_on_collapse: bool,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
@@ -45,6 +48,7 @@ pub fn run(args: PretrainArgs, verbose: bool) -> Result<()> {
         backend: args.backend,
         resume: args.resume,
         stop_after_steps: args.stop_after_steps,
+        stop_on_collapse: args.stop_on_collapse,
         verbose,
     })?;
     if verbose {

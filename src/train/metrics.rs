@@ -9,6 +9,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::eval::monitor::MonitorRecord;
+
 /// What is logged at a step.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepMetrics {
@@ -22,9 +24,12 @@ pub struct StepMetrics {
     pub pos_sim: f64,
     /// Mean cosine similarity of negative pairs (projections).
     pub neg_sim: f64,
-    /// Collapse and representation metrics on the held-out batch, when computed at this step.
+    /// Seconds of training since the run started (across resumes).
+    #[serde(default)]
+    pub elapsed_s: f64,
+    /// Collapse and representation metrics on the held-out images, when computed at this step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub monitor: Option<serde_json::Value>,
+    pub monitor: Option<MonitorRecord>,
 }
 
 /// The append-only metrics file.

@@ -1,8 +1,10 @@
 //! The pretraining loop: for each step, both views of a batch go through the encoder in one
 //! forward pass, the contrastive loss compares their projections, and the optimizer updates the
-//! weights. Checkpoints are written every `train.checkpoint_every` epochs, at the end, on
-//! Ctrl-C and at `--stop-after-steps`; `--resume` continues from the checkpoint exactly (the
-//! data order and augmentations are pure functions of the seed, epoch and image).
+//! weights (see [`super::step`]). Checkpoints are written every `train.checkpoint_every` epochs,
+//! at the end, on Ctrl-C and at `--stop-after-steps`; `--resume` continues from the checkpoint
+//! exactly (the data order and augmentations are pure functions of the seed, epoch and image).
+//! Collapse statistics and the online k-NN are computed on held-out images (see
+//! [`crate::eval::monitor`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use crate::backend::{self, BackendChoice};
 use crate::checkpoint::{Checkpoint, Position};
 use crate::config::Config;
 use crate::data::{Dataset, open_dataset};
+use crate::eval::monitor::{Monitor, split_holdout};
 use crate::loss::LossKind;
 use crate::model::Encoder;
 use crate::named_tensors;
@@ -39,6 +42,8 @@ pub struct PretrainOptions {
     pub resume: bool,
     /// Stop (with a checkpoint) once this many optimizer steps are done in total.
     pub stop_after_steps: Option<u64>,
+    /// Stop when a collapse rule fires (also `monitor.stop_on_collapse`).
+    pub stop_on_collapse: bool,
     pub verbose: bool,
 }
 
@@ -55,101 +60,161 @@ pub struct PretrainSummary {
 /// Everything the loop needs, built once.
 struct Trainer<'a> {
     cfg: &'a Config,
-    ds: &'a Dataset,
+    /// The whole dataset (the monitor's images are indices into it).
+    full: &'a Dataset,
+    /// The images trained on (the whole dataset minus the held-out ones).
+    train: &'a Dataset,
     aug: &'a Augmenter,
     device: Device,
     device_name: String,
     run: RunDir,
     schedule: Schedule,
+    steps_per_epoch: u64,
+    monitor: Option<Monitor>,
+    stop_on_collapse: bool,
+    /// Training seconds before this process started (from the checkpoint).
+    elapsed_before: f64,
+    started: Instant,
+}
+
+/// The loop's mutable state. (`model` is only `None` for the duration of a step.)
+struct State {
+    model: Option<Encoder>,
+    optim: Optimizer,
+    pos: Position,
+    last_loss: Option<f32>,
+    collapsed: bool,
 }
 
 impl Trainer<'_> {
-    /// Trains the rest of epoch `pos.epoch`. Returns the model and whether training was asked
-    /// to stop (Ctrl-C or `stop_after`) before the epoch's end.
-    #[allow(clippy::too_many_arguments)]
+    fn elapsed(&self) -> f64 {
+        self.elapsed_before + self.started.elapsed().as_secs_f64()
+    }
+
+    /// Trains the rest of epoch `pos.epoch`. Returns whether training was asked to stop
+    /// (Ctrl-C or `stop_after`) before the epoch's end.
     fn epoch(
         &self,
-        mut model: Encoder,
-        optim: &mut Optimizer,
-        pos: &mut Position,
+        st: &mut State,
         metrics: &mut MetricsLog,
         progress: &TrainProgress,
         stop: &AtomicBool,
         stop_after: Option<u64>,
-        last_loss: &mut Option<f32>,
-    ) -> Result<(Encoder, bool)> {
+    ) -> Result<bool> {
         let cfg = self.cfg;
         let size = self.aug.size();
-        let order = epoch_order(self.ds.len(), cfg.seed, pos.epoch);
+        let order = epoch_order(self.train.len(), cfg.seed, st.pos.epoch);
         let mut window = (Instant::now(), 0u64);
+        let inner = self.device.clone().inner();
         std::thread::scope(|scope| {
             let batches = spawn_epoch(
                 scope,
-                self.ds,
+                self.train,
                 self.aug,
                 order,
                 cfg.train.batch_size,
-                pos.step_in_epoch,
+                st.pos.step_in_epoch,
                 cfg.seed,
-                pos.epoch,
+                st.pos.epoch,
                 cfg.train.prefetch,
             );
             for b in batches {
-                debug_assert_eq!(b.step_in_epoch, pos.step_in_epoch);
-                let lr = self.schedule.lr(pos.global_step);
+                debug_assert_eq!(b.step_in_epoch, st.pos.step_in_epoch);
+                let lr = self.schedule.lr(st.pos.global_step);
                 let Batch { n, views, labels, .. } = b;
                 let x = Tensor::<4>::from_data(TensorData::new(views, [2 * n, 3, size, size]), &self.device);
-                let (trained, out) = train_step(model, optim, cfg, x, n, labels.as_deref(), lr)?;
-                model = trained;
+                let model = st.model.take().expect("model present between steps");
+                let (trained, out) = train_step(model, &mut st.optim, cfg, x, n, labels.as_deref(), lr)?;
+                st.model = Some(trained);
+                let model = st.model.as_ref().expect("just set");
                 let loss = out.loss;
                 if !loss.is_finite() {
                     bail!(
                         "the loss became {loss} at step {} (epoch {}): training diverged. Likely causes: a learning rate too high (optim.lr = {}, {lr:.5} at this step) or a temperature too low (loss.temperature = {}). The last good checkpoint, if any, is {}",
-                        pos.global_step + 1,
-                        pos.epoch + 1,
+                        st.pos.global_step + 1,
+                        st.pos.epoch + 1,
                         cfg.optim.lr,
                         cfg.loss.temperature,
                         self.run.checkpoint().display()
                     );
                 }
-                pos.global_step += 1;
-                pos.step_in_epoch += 1;
-                *last_loss = Some(loss);
+                st.pos.global_step += 1;
+                st.pos.step_in_epoch += 1;
+                st.last_loss = Some(loss);
                 window.1 += n as u64;
                 let images_per_sec = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
                 progress.step(loss, lr, images_per_sec);
-                if pos.global_step.is_multiple_of(cfg.train.log_every) {
+
+                let mut record = None;
+                if let Some(m) = self.monitor.as_ref().filter(|m| m.due(st.pos.global_step)) {
+                    let r = m.stats(model, &inner);
+                    if !r.collapse.is_empty() {
+                        if !st.collapsed || self.stop_on_collapse {
+                            progress.warn(&format!(
+                                "representation collapse at step {}: {}",
+                                st.pos.global_step,
+                                r.collapse.join("; ")
+                            ));
+                        }
+                        if self.stop_on_collapse {
+                            bail!(
+                                "stopping on collapse at step {} (--stop-on-collapse): {}. The last good checkpoint, if any, is {}",
+                                st.pos.global_step,
+                                r.collapse.join("; "),
+                                self.run.checkpoint().display()
+                            );
+                        }
+                    } else if st.collapsed {
+                        progress.println(&format!("step {}: the collapse rules no longer fire", st.pos.global_step));
+                    }
+                    st.collapsed = !r.collapse.is_empty();
+                    record = Some(r);
+                }
+                let last_of_epoch = st.pos.step_in_epoch == self.steps_per_epoch;
+                if let Some(m) = self.monitor.as_ref().filter(|m| last_of_epoch && m.knn_due(st.pos.epoch + 1)) {
+                    let k = m.knn(model, &inner, self.full, self.aug);
+                    progress.println(&format!(
+                        "epoch {}: online k-NN top-1 {:.2}% (k = {})",
+                        st.pos.epoch + 1,
+                        100.0 * k.top1,
+                        k.k
+                    ));
+                    record.get_or_insert_with(Default::default).knn = Some(k);
+                }
+                if record.is_some() || st.pos.global_step.is_multiple_of(cfg.train.log_every) {
                     let scalar = |t: Tensor<1>| t.try_into_scalar::<f32>().map(f64::from).unwrap_or(f64::NAN);
                     metrics.write(&StepMetrics {
-                        step: pos.global_step,
-                        epoch: pos.epoch,
+                        step: st.pos.global_step,
+                        epoch: st.pos.epoch,
                         loss: f64::from(loss),
                         lr,
                         images_per_sec,
                         pos_sim: scalar(out.pos_sim),
                         neg_sim: scalar(out.neg_sim),
-                        monitor: None,
+                        elapsed_s: self.elapsed(),
+                        monitor: record,
                     })?;
                     window = (Instant::now(), 0);
                 }
-                if stop_after.is_some_and(|s| pos.global_step >= s) || stop.load(Ordering::SeqCst) {
-                    return Ok((model, true));
+                if stop_after.is_some_and(|s| st.pos.global_step >= s) || stop.load(Ordering::SeqCst) {
+                    return Ok(true);
                 }
             }
-            Ok((model, false))
+            Ok(false)
         })
     }
 
-    fn save(&self, model: &Encoder, optim: &Optimizer, position: Position) -> Result<()> {
+    fn save(&self, st: &State) -> Result<()> {
         let ck = Checkpoint {
-            position,
-            model: named_tensors::collect(model),
-            optimizer_steps: optim.steps(),
-            optimizer: optim.export_state(),
+            position: st.pos,
+            model: named_tensors::collect(st.model.as_ref().expect("model present between steps")),
+            optimizer_steps: st.optim.steps(),
+            optimizer: st.optim.export_state(),
             config: self.cfg.to_toml(),
             notes: [
                 ("device".to_string(), self.device_name.clone()),
                 ("selfsup".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+                ("elapsed_s".to_string(), format!("{:.3}", self.elapsed())),
             ]
             .into_iter()
             .collect(),
@@ -194,89 +259,113 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
     crate::atomic::write_bytes(&run.device(), format!("{}\n", chosen.description).as_bytes())?;
     if resumed.is_none() {
         crate::atomic::write_bytes(&run.config(), cfg.to_toml().as_bytes())?;
+        crate::atomic::write_bytes(&run.data(), format!("{}\n", opts.data.display()).as_bytes())?;
     }
 
     let ds = open_dataset(&opts.data, &cfg, opts.verbose)?;
-    let batch = cfg.train.batch_size;
-    if ds.len() < batch {
-        bail!(
-            "{}: {} usable images, fewer than one batch (train.batch_size = {batch}); lower the batch size or add images",
-            opts.data.display(),
-            ds.len()
-        );
-    }
     if cfg.loss.kind == LossKind::Supcon && !ds.is_labeled() {
         bail!("loss.kind = \"supcon\" needs labels, but {} is not a class-folder dataset", opts.data.display());
     }
     let aug = Augmenter::new(cfg.augment.clone())?;
+    let (holdout, train_idx) = split_holdout(&ds, &cfg.monitor, cfg.seed);
+    let monitor = Monitor::new(&cfg.monitor, &ds, &aug, holdout, &train_idx, cfg.seed);
+    let train = ds.select(&train_idx);
+    let batch = cfg.train.batch_size;
+    if train.len() < batch {
+        bail!(
+            "{}: {} usable images ({} held out for monitoring), fewer than one batch (train.batch_size = {batch}); lower the batch size or add images",
+            opts.data.display(),
+            train.len(),
+            ds.len() - train.len()
+        );
+    }
+    if opts.verbose && monitor.is_some() {
+        eprintln!("monitoring collapse on {} held-out images", ds.len() - train.len());
+    }
 
     let device = chosen.device.clone().autodiff();
     device.seed(cfg.seed);
-    let mut model = cfg.model.init(&device);
-    let mut optim = Optimizer::new(cfg.optim.clone());
-    let mut pos = Position::default();
+    let mut st = State {
+        model: Some(cfg.model.init(&device)),
+        optim: Optimizer::new(cfg.optim.clone()),
+        pos: Position::default(),
+        last_loss: None,
+        collapsed: false,
+    };
+    let mut elapsed_before = 0.0;
     if let Some(ck) = &resumed {
-        model = named_tensors::apply(model, &ck.model).context("loading the checkpoint's weights")?;
-        optim.import_state(ck.optimizer_steps, &ck.optimizer, &device)?;
-        pos = ck.position;
+        st.model = Some(
+            named_tensors::apply(st.model.take().expect("built above"), &ck.model)
+                .context("loading the checkpoint's weights")?,
+        );
+        st.optim.import_state(ck.optimizer_steps, &ck.optimizer, &device)?;
+        st.pos = ck.position;
+        elapsed_before = ck.notes.get("elapsed_s").and_then(|v| v.parse().ok()).unwrap_or(0.0);
         if opts.verbose {
             eprintln!(
                 "resuming at epoch {} step {} (global step {})",
-                pos.epoch + 1,
-                pos.step_in_epoch,
-                pos.global_step
+                st.pos.epoch + 1,
+                st.pos.step_in_epoch,
+                st.pos.global_step
             );
         }
     }
 
-    let steps_per_epoch = (ds.len() / batch) as u64;
+    let steps_per_epoch = (train.len() / batch) as u64;
     let total_steps = steps_per_epoch * cfg.train.epochs;
     let warmup = (cfg.optim.warmup_epochs * steps_per_epoch as f64).round() as u64;
     let schedule =
         Schedule::new(cfg.optim.lr, cfg.optim.lr_scaling, batch, warmup, total_steps, cfg.optim.min_lr_ratio);
-    let trainer =
-        Trainer { cfg: &cfg, ds: &ds, aug: &aug, device, device_name: chosen.description.clone(), run, schedule };
+    let trainer = Trainer {
+        cfg: &cfg,
+        full: &ds,
+        train: &train,
+        aug: &aug,
+        device,
+        device_name: chosen.description.clone(),
+        run,
+        schedule,
+        steps_per_epoch,
+        monitor,
+        stop_on_collapse: opts.stop_on_collapse || cfg.monitor.stop_on_collapse,
+        elapsed_before,
+        started: Instant::now(),
+    };
     let mut metrics = MetricsLog::open(&trainer.run.metrics(), resumed.as_ref().map(|c| c.position.global_step))?;
     let progress = TrainProgress::new(cfg.train.epochs, steps_per_epoch, opts.verbose);
     let stop = interrupt_flag();
     stop.store(false, Ordering::SeqCst);
 
-    let mut last_loss = None;
-    while pos.epoch < cfg.train.epochs {
-        progress.start_epoch(pos.epoch, pos.step_in_epoch);
-        let (trained, interrupted) = trainer.epoch(
-            model,
-            &mut optim,
-            &mut pos,
-            &mut metrics,
-            &progress,
-            &stop,
-            opts.stop_after_steps,
-            &mut last_loss,
-        )?;
-        model = trained;
+    while st.pos.epoch < cfg.train.epochs {
+        progress.start_epoch(st.pos.epoch, st.pos.step_in_epoch);
+        let interrupted = trainer.epoch(&mut st, &mut metrics, &progress, &stop, opts.stop_after_steps)?;
         if interrupted {
-            trainer.save(&model, &optim, pos)?;
+            trainer.save(&st)?;
             progress.finish();
             if opts.verbose {
                 eprintln!(
                     "stopped at global step {}; checkpoint written to {} (continue with --resume)",
-                    pos.global_step,
+                    st.pos.global_step,
                     trainer.run.checkpoint().display()
                 );
             }
-            return Ok(PretrainSummary { position: pos, last_loss, interrupted: true, device: chosen.description });
+            return Ok(PretrainSummary {
+                position: st.pos,
+                last_loss: st.last_loss,
+                interrupted: true,
+                device: chosen.description,
+            });
         }
-        pos.epoch += 1;
-        pos.step_in_epoch = 0;
+        st.pos.epoch += 1;
+        st.pos.step_in_epoch = 0;
         progress.end_epoch();
-        if pos.epoch % cfg.train.checkpoint_every == 0 || pos.epoch == cfg.train.epochs {
-            trainer.save(&model, &optim, pos)?;
+        if st.pos.epoch.is_multiple_of(cfg.train.checkpoint_every) || st.pos.epoch == cfg.train.epochs {
+            trainer.save(&st)?;
         }
-        if let Some(l) = last_loss {
-            progress.println(&format!("epoch {}/{}: loss {l:.4}", pos.epoch, cfg.train.epochs));
+        if let Some(l) = st.last_loss {
+            progress.println(&format!("epoch {}/{}: loss {l:.4}", st.pos.epoch, cfg.train.epochs));
         }
     }
     progress.finish();
-    Ok(PretrainSummary { position: pos, last_loss, interrupted: false, device: chosen.description })
+    Ok(PretrainSummary { position: st.pos, last_loss: st.last_loss, interrupted: false, device: chosen.description })
 }

@@ -6,6 +6,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 /// The two bars.
 pub struct TrainProgress {
+    verbose: bool,
     multi: MultiProgress,
     epochs: ProgressBar,
     steps: ProgressBar,
@@ -27,7 +28,7 @@ impl TrainProgress {
         steps.set_style(
             ProgressStyle::with_template("step  {pos}/{len} [{bar:30}] {msg}").expect("template").progress_chars("=> "),
         );
-        Self { multi, epochs, steps }
+        Self { verbose, multi, epochs, steps }
     }
 
     pub fn start_epoch(&self, epoch: u64, first_step: u64) {
@@ -44,9 +45,13 @@ impl TrainProgress {
         self.epochs.inc(1);
     }
 
-    /// Prints a line above the bars.
+    /// Prints a line above the bars (or plainly, when the bars are hidden because stderr is not
+    /// a terminal, so logs still get the epoch summaries); nothing with `--quiet`.
     pub fn println(&self, line: &str) {
-        if self.multi.println(line).is_err() {
+        if !self.verbose {
+            return;
+        }
+        if self.multi.is_hidden() || self.multi.println(line).is_err() {
             eprintln!("{line}");
         }
     }

@@ -4,6 +4,7 @@
 //! ```text
 //! DIR/config.toml              the resolved configuration
 //! DIR/device.txt               the backend and device the run used
+//! DIR/data.txt                 the --data path it trained on
 //! DIR/metrics.jsonl            one JSON object per logged step
 //! DIR/checkpoint.safetensors   model, optimizer and position (see `crate::checkpoint`)
 //! ```
@@ -29,6 +30,15 @@ impl RunDir {
 
     pub fn device(&self) -> PathBuf {
         self.root.join("device.txt")
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.root.join("data.txt")
+    }
+
+    /// Where evaluation results of this run's encoder are kept (`eval/*.json`).
+    pub fn eval(&self) -> PathBuf {
+        self.root.join("eval")
     }
 
     pub fn metrics(&self) -> PathBuf {

@@ -1,0 +1,96 @@
+//! `selfsup knn`: weighted k-NN accuracy of an encoder (or a baseline) on a labelled folder.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use super::encoder_args::EncoderArgs;
+use crate::eval::knn::knn;
+use crate::eval::record::EvalRecord;
+
+#[derive(Args, Debug)]
+pub struct KnnArgs {
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
+    /// Labelled images to search (the neighbours).
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Labelled images to classify.
+    #[arg(long)]
+    pub test: PathBuf,
+    /// Number of neighbours; several comma-separated values are answered in one pass.
+    #[arg(long, value_delimiter = ',', default_value = "200")]
+    pub k: Vec<usize>,
+    /// Temperature of the exp(sim / t) vote.
+    #[arg(long, default_value_t = 0.1)]
+    pub t: f64,
+    /// Use a stratified subset of this many training images.
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Use a stratified subset of this many test images.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+}
+
+/// Runs k-NN and returns the record (saved when the encoder has an output folder).
+pub fn evaluate(args: &KnnArgs, verbose: bool) -> Result<EvalRecord> {
+    if args.k.contains(&0) {
+        bail!("--k: every k must be at least 1");
+    }
+    if !(args.t > 0.0 && args.t.is_finite()) {
+        bail!("--t {}: the temperature must be > 0", args.t);
+    }
+    let r = args.encoder.resolve(verbose)?;
+    let started = Instant::now();
+    let train = r.open(&args.train, args.train_limit, verbose)?;
+    let test = r.open(&args.test, args.test_limit, verbose)?;
+    for (ds, what) in [(&train, "--train"), (&test, "--test")] {
+        if !ds.is_labeled() {
+            bail!("{what} {}: k-NN needs labels (a folder of class sub-folders, CIFAR or IDX)", ds.root().display());
+        }
+    }
+    let ftr = r.features(&train, args.encoder.batch_size, verbose)?;
+    let fte = r.features(&test, args.encoder.batch_size, verbose)?;
+    let device = r.encoder.as_ref().map(|e| e.device().clone()).unwrap_or_else(burn::tensor::Device::flex);
+    let labels = |f: &crate::eval::features::Features| f.required_labels().context("unlabelled image");
+    let results = knn(&ftr.emb, &labels(&ftr)?, &fte.emb, &labels(&fte)?, &args.k, args.t, &device);
+    let rec = EvalRecord {
+        features: r.name.to_string(),
+        train: args.train.display().to_string(),
+        test: args.test.display().to_string(),
+        train_images: train.len(),
+        test_images: test.len(),
+        feature_dim: ftr.dim(),
+        classes: train.classes().to_vec(),
+        seconds: started.elapsed().as_secs_f64(),
+        knn: Some(results),
+        probe: None,
+    };
+    save(&rec, r.out.as_deref(), verbose)?;
+    Ok(rec)
+}
+
+/// Saves a record where the evaluation has an output folder.
+pub fn save(rec: &EvalRecord, dir: Option<&std::path::Path>, verbose: bool) -> Result<()> {
+    if let Some(dir) = dir {
+        let p = rec.save(dir)?;
+        if verbose {
+            eprintln!("saved {}", p.display());
+        }
+    }
+    Ok(())
+}
+
+pub fn run(args: KnnArgs, verbose: bool) -> Result<()> {
+    let rec = evaluate(&args, verbose)?;
+    println!(
+        "k-NN ({} features, {} train / {} test images, t = {}):",
+        rec.features, rec.train_images, rec.test_images, args.t
+    );
+    for k in rec.knn.iter().flatten() {
+        println!("  k = {:>4}: top-1 {:6.2}%  top-5 {:6.2}%", k.k, 100.0 * k.top1, 100.0 * k.top5);
+    }
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! Watching for collapse while pretraining.
+//!
+//! A fixed set of images is held out of training. Every `monitor.every` steps, both augmented
+//! views of them (always the same draws) go through the encoder in inference mode and the
+//! [`collapse`](super::collapse) statistics of the backbone features and of the projections are
+//! logged. A collapse rule fires when the normalized std falls below `std_threshold / √d` or
+//! the effective rank below `rank_threshold × d`. With labels, an online k-NN accuracy (the
+//! held-out images against a bank of training images) is logged every `knn_every` epochs.
+
+use burn::prelude::*;
+use selfsup_augment::Augmenter;
+use selfsup_datasets::split::stratified_subset;
+use serde::{Deserialize, Serialize};
+
+use super::collapse::{Embeddings, SpaceStats, space_stats};
+use super::features::{Extractor, extract};
+use super::knn::{KnnResult, knn};
+use crate::data::{Dataset, Images};
+use crate::model::Encoder;
+
+/// The `[monitor]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Compute the statistics every this many steps (0: never).
+    pub every: u64,
+    /// Images held out of training for the statistics and the online k-NN queries (at most a
+    /// tenth of the dataset).
+    pub holdout: usize,
+    /// Collapse when `std · √d` falls below this.
+    pub std_threshold: f64,
+    /// Collapse when the effective rank falls below this fraction of the dimension.
+    pub rank_threshold: f64,
+    /// Stop training (keeping the last good checkpoint) when a rule fires.
+    pub stop_on_collapse: bool,
+    /// Online k-NN every this many epochs when the data has labels (0: never).
+    pub knn_every: u64,
+    /// Training images in the online k-NN bank.
+    pub knn_bank: usize,
+    pub knn_k: usize,
+    pub knn_temperature: f64,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            every: 50,
+            holdout: 256,
+            std_threshold: 0.1,
+            rank_threshold: 0.01,
+            stop_on_collapse: false,
+            knn_every: 1,
+            knn_bank: 2000,
+            knn_k: 20,
+            knn_temperature: 0.1,
+        }
+    }
+}
+
+/// What is logged under `monitor` in metrics.jsonl.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct MonitorRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backbone: Option<SpaceStats>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection: Option<SpaceStats>,
+    /// The collapse rules that fired (empty when healthy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collapse: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knn: Option<KnnResult>,
+}
+
+/// The held-out images and what is needed to measure on them.
+pub struct Monitor {
+    cfg: MonitorConfig,
+    /// Both views of the held-out images (`[2n, 3, s, s]`, host).
+    views: Vec<f32>,
+    holdout: Vec<usize>,
+    bank: Vec<usize>,
+    size: usize,
+}
+
+/// Splits `ds` into the held-out images and the training images (both sorted), by `seed`.
+pub fn split_holdout(ds: &Dataset, cfg: &MonitorConfig, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let wanted = if cfg.every > 0 || cfg.knn_every > 0 { cfg.holdout.min(ds.len() / 10) } else { 0 };
+    if wanted < 2 {
+        return (Vec::new(), (0..ds.len()).collect());
+    }
+    let holdout = stratified_subset(&ds.labels(), wanted, seed ^ 0x004d_4f4e_4954_4f52);
+    let mut held = vec![false; ds.len()];
+    holdout.iter().for_each(|&i| held[i] = true);
+    let train = (0..ds.len()).filter(|&i| !held[i]).collect();
+    (holdout, train)
+}
+
+impl Monitor {
+    /// Prepares the monitor on `ds` (the full dataset) for held-out images `holdout`; the k-NN
+    /// bank is drawn from `train` (indices into `ds`). `None` when there is nothing to monitor.
+    pub fn new(
+        cfg: &MonitorConfig,
+        ds: &Dataset,
+        aug: &Augmenter,
+        holdout: Vec<usize>,
+        train: &[usize],
+        seed: u64,
+    ) -> Option<Self> {
+        if holdout.len() < 2 {
+            return None;
+        }
+        let len = aug.view_len();
+        let mut views = vec![0.0f32; 2 * holdout.len() * len];
+        let (a, b) = views.split_at_mut(holdout.len() * len);
+        // A key no training epoch uses: the same views at every check.
+        aug.two_views_batch(&Images(ds), &holdout, seed, u64::MAX, a, b);
+        let bank = if ds.is_labeled() && cfg.knn_every > 0 {
+            let labels: Vec<Option<u32>> = train.iter().map(|&i| ds.label(i)).collect();
+            stratified_subset(&labels, cfg.knn_bank, seed).into_iter().map(|k| train[k]).collect()
+        } else {
+            Vec::new()
+        };
+        Some(Self { cfg: cfg.clone(), views, holdout, bank, size: aug.size() })
+    }
+
+    pub fn config(&self) -> &MonitorConfig {
+        &self.cfg
+    }
+
+    /// Whether the statistics are due after global step `step`.
+    pub fn due(&self, step: u64) -> bool {
+        self.cfg.every > 0 && step.is_multiple_of(self.cfg.every)
+    }
+
+    /// Whether the online k-NN is due after epoch `epoch` (1-based, completed).
+    pub fn knn_due(&self, epoch: u64) -> bool {
+        !self.bank.is_empty() && self.cfg.knn_every > 0 && epoch.is_multiple_of(self.cfg.knn_every)
+    }
+
+    /// The statistics of the held-out views through `model` in inference mode on `device`.
+    pub fn stats(&self, model: &Encoder, device: &Device) -> MonitorRecord {
+        let model = model.valid();
+        let n = self.holdout.len();
+        let x = Tensor::<4>::from_data(TensorData::new(self.views.clone(), [2 * n, 3, self.size, self.size]), device);
+        let (h, z) = model.forward(x);
+        let host = |t: Tensor<2>| -> (Embeddings, Embeddings) {
+            let d = t.dims()[1];
+            let v: Vec<f32> = t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 embeddings");
+            (Embeddings::new(n, d, v[..n * d].to_vec()), Embeddings::new(n, d, v[n * d..].to_vec()))
+        };
+        let (h1, h2) = host(h);
+        let (z1, z2) = host(z);
+        let backbone = space_stats(&h1, &h2);
+        let projection = space_stats(&z1, &z2);
+        let mut collapse = Vec::new();
+        for (name, s) in [("backbone", &backbone), ("projection", &projection)] {
+            if s.std_ratio < self.cfg.std_threshold {
+                collapse.push(format!(
+                    "{name} embedding std {:.4} is below {:.4} (= monitor.std_threshold {} / √{})",
+                    s.std,
+                    self.cfg.std_threshold / (s.dim as f64).sqrt(),
+                    self.cfg.std_threshold,
+                    s.dim
+                ));
+            }
+            if s.effective_rank < self.cfg.rank_threshold * s.dim as f64 {
+                collapse.push(format!(
+                    "{name} effective rank {:.2} is below {:.2} (= monitor.rank_threshold {} × {})",
+                    s.effective_rank,
+                    self.cfg.rank_threshold * s.dim as f64,
+                    self.cfg.rank_threshold,
+                    s.dim
+                ));
+            }
+        }
+        MonitorRecord { backbone: Some(backbone), projection: Some(projection), collapse, knn: None }
+    }
+
+    /// Online k-NN: the held-out images against the bank, through `model` in inference mode.
+    pub fn knn(&self, model: &Encoder, device: &Device, ds: &Dataset, aug: &Augmenter) -> KnnResult {
+        let model = model.valid();
+        let ex = Extractor::Encoder(&model, device);
+        let bank = extract(&ex, aug, ds, Some(&self.bank), 256, false);
+        let queries = extract(&ex, aug, ds, Some(&self.holdout), 256, false);
+        let labels = |f: &super::features::Features| f.labels.iter().map(|l| l.unwrap_or(0)).collect::<Vec<u32>>();
+        knn(
+            &bank.emb,
+            &labels(&bank),
+            &queries.emb,
+            &labels(&queries),
+            &[self.cfg.knn_k],
+            self.cfg.knn_temperature,
+            device,
+        )
+        .remove(0)
+    }
+}

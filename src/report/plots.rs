@@ -1,0 +1,194 @@
+//! PNG charts with plotters: stacked line-chart panels sharing an x axis (training curves) and
+//! a heatmap (confusion matrices). Text uses the DejaVu Sans font compiled into the binary, so
+//! charts render the same on a headless server with no fonts installed.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use anyhow::{Result, anyhow};
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+/// One line of a panel.
+#[derive(Clone, Debug)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// One chart panel.
+#[derive(Clone, Debug)]
+pub struct Panel {
+    pub y_label: String,
+    pub series: Vec<Series>,
+}
+
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+fn fonts() -> Result<()> {
+    static DONE: OnceLock<bool> = OnceLock::new();
+    let ok = *DONE.get_or_init(|| {
+        plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular()).is_ok()
+            && plotters::style::register_font("sans-serif", FontStyle::Bold, dejavu::sans::bold()).is_ok()
+    });
+    if ok { Ok(()) } else { Err(anyhow!("the built-in chart font could not be loaded")) }
+}
+
+fn save(path: &Path, buf: Vec<u8>, w: u32, h: u32) -> Result<()> {
+    let img = image::RgbImage::from_raw(w, h, buf).ok_or_else(|| anyhow!("chart buffer size"))?;
+    crate::atomic::write_with(path, |tmp| img.save_with_format(tmp, image::ImageFormat::Png).map_err(Into::into))
+}
+
+fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("drawing a chart: {e:?}")
+}
+
+fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) =
+        values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let pad = ((hi - lo) * 0.05).max(1e-9);
+    (lo - pad, hi + pad)
+}
+
+/// Draws `panels` stacked vertically under `title`, sharing the x axis `x_label`.
+pub fn line_panels(path: &Path, title: &str, x_label: &str, panels: &[Panel]) -> Result<()> {
+    fonts()?;
+    let (w, ph) = (900u32, 260u32);
+    let h = 50 + ph * panels.len().max(1) as u32;
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let root = root.titled(title, ("sans-serif", 22).into_font().style(FontStyle::Bold)).map_err(err)?;
+        let areas = root.split_evenly((panels.len().max(1), 1));
+        let (x0, x1) = range(panels.iter().flat_map(|p| p.series.iter().flat_map(|s| s.points.iter().map(|q| q.0))));
+        for (panel, area) in panels.iter().zip(areas) {
+            let (y0, y1) = range(panel.series.iter().flat_map(|s| s.points.iter().map(|q| q.1)));
+            let mut chart = ChartBuilder::on(&area)
+                .margin(8)
+                .x_label_area_size(34)
+                .y_label_area_size(70)
+                .build_cartesian_2d(x0..x1, y0..y1)
+                .map_err(err)?;
+            chart
+                .configure_mesh()
+                .x_desc(x_label)
+                .y_desc(panel.y_label.as_str())
+                .label_style(("sans-serif", 13))
+                .draw()
+                .map_err(err)?;
+            for (i, s) in panel.series.iter().enumerate() {
+                let colour = PALETTE[i % PALETTE.len()];
+                let points: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| p.1.is_finite()).collect();
+                chart
+                    .draw_series(LineSeries::new(points, colour.stroke_width(2)))
+                    .map_err(err)?
+                    .label(s.name.as_str())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+            }
+            if panel.series.len() > 1 {
+                chart
+                    .configure_series_labels()
+                    .background_style(WHITE.mix(0.8))
+                    .border_style(BLACK.mix(0.3))
+                    .label_font(("sans-serif", 13))
+                    .position(SeriesLabelPosition::UpperRight)
+                    .draw()
+                    .map_err(err)?;
+            }
+        }
+        root.present().map_err(err)?;
+    }
+    save(path, buf, w, h)
+}
+
+/// Draws a row-normalized heatmap of `counts[row][col]` with class names on both axes.
+pub fn heatmap(path: &Path, title: &str, names: &[String], counts: &[Vec<u64>]) -> Result<()> {
+    fonts()?;
+    let c = counts.len().max(1);
+    let cell = (560 / c as u32).clamp(6, 48);
+    let (w, h) = (180 + cell * c as u32 + 40, 110 + cell * c as u32 + 150);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let root = root.titled(title, ("sans-serif", 20).into_font().style(FontStyle::Bold)).map_err(err)?;
+        let show_names = c <= 30;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(10)
+            .x_label_area_size(if show_names { 120 } else { 30 })
+            .y_label_area_size(if show_names { 150 } else { 40 })
+            .build_cartesian_2d(0..c, 0..c)
+            .map_err(err)?;
+        let label = |i: &usize| if show_names { names.get(*i).cloned().unwrap_or_default() } else { i.to_string() };
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc("predicted")
+            .y_desc("true")
+            .x_labels(c)
+            .y_labels(c)
+            .x_label_formatter(&label)
+            .y_label_formatter(&label)
+            .x_label_style(("sans-serif", 12).into_font().transform(FontTransform::Rotate90))
+            .y_label_style(("sans-serif", 12))
+            .draw()
+            .map_err(err)?;
+        chart
+            .draw_series(counts.iter().enumerate().flat_map(|(r, row)| {
+                let total = row.iter().sum::<u64>().max(1) as f64;
+                row.iter().enumerate().map(move |(col, &v)| {
+                    let f = v as f64 / total;
+                    let shade = (255.0 * (1.0 - f)) as u8;
+                    // Row r is drawn top-down: flip to chart coordinates.
+                    let y = c - 1 - r;
+                    Rectangle::new([(col, y), (col + 1, y + 1)], RGBColor(shade, shade, 255).filled())
+                })
+            }))
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    save(path, buf, w, h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charts_render_to_png_files() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("curves.png");
+        let s = |name: &str, f: fn(f64) -> f64| Series {
+            name: name.into(),
+            points: (0..50).map(|i| (i as f64, f(i as f64))).collect(),
+        };
+        line_panels(
+            &p,
+            "training",
+            "step",
+            &[
+                Panel { y_label: "loss".into(), series: vec![s("loss", |x| 6.0 - x / 20.0)] },
+                Panel { y_label: "lr".into(), series: vec![s("lr", |x| (x / 10.0).cos()), s("other", |x| x.sqrt())] },
+            ],
+        )
+        .unwrap();
+        let img = image::open(&p).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (900, 50 + 2 * 260));
+        // Something besides the white background was drawn.
+        assert!(img.pixels().filter(|px| px.0 != [255, 255, 255]).count() > 5000);
+        let h = d.path().join("confusion.png");
+        heatmap(&h, "confusion", &["a".into(), "b".into()], &[vec![9, 1], vec![2, 8]]).unwrap();
+        assert!(image::open(&h).is_ok());
+    }
+}
