@@ -11,6 +11,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod cpu_kernels;
 pub mod data;
 pub mod eval;
 pub mod loss;

@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         // SAFETY: first thing in main, before any thread exists.
         unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
     }
+    keep_freed_memory();
     let cli = selfsup::cli::Cli::parse();
     match selfsup::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -22,3 +23,19 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Training frees and reallocates the same large activation buffers every step. glibc returns
+/// blocks above its mmap threshold (at most 32 MiB) to the kernel at once, so each step paid
+/// for fresh zeroed pages again (15 % of a CPU step in page faults, BENCHMARKS.md). Serving
+/// every size from the heap and trimming it rarely keeps those pages.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory() {
+    // SAFETY: mallopt only changes allocator tuning; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory() {}

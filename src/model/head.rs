@@ -39,7 +39,7 @@ impl ProjectionHead {
     }
 
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let x = self.hidden.iter().fold(x, |x, h| h.relu.forward(h.bn.forward(h.linear.forward(x))));
+        let x = self.hidden.iter().fold(x, |x, h| crate::cpu_kernels::batch_norm(&h.bn, h.linear.forward(x), true));
         self.out.forward(x)
     }
 }

@@ -32,7 +32,7 @@ impl Downsample {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.forward(self.conv.forward(x))
+        crate::cpu_kernels::batch_norm(&self.bn, crate::cpu_kernels::forward_conv(&self.conv, x), false)
     }
 }
 
@@ -78,7 +78,7 @@ impl Block {
             None => x.clone(),
         };
         let y = self.inner.iter().fold(x, |y, l| l.forward(y));
-        let y = self.last_bn.forward(self.last.forward(y));
+        let y = crate::cpu_kernels::batch_norm(&self.last_bn, crate::cpu_kernels::forward_conv(&self.last, y), false);
         self.relu.forward(y + identity)
     }
 }

@@ -1,0 +1,295 @@
+//! Training-mode batch normalization, optionally fused with the ReLU after it, on the CPU
+//! (f32, `[n, c, spatial…]` contiguous). Two passes each way:
+//!
+//! - forward: per-channel sum and sum of squares (f64 accumulation), then
+//!   `y = max(0, x·a_c + b_c)` with `a_c = γ_c/σ_c`, `b_c = β_c − μ_c·a_c`;
+//! - backward: per-channel `Σg` and `Σg·x̂` (with `g = dy` masked by `y > 0` when fused), then
+//!   `dx = γ_c/σ_c · (g − Σg/M − x̂·Σg·x̂/M)`, `dγ = Σg·x̂`, `dβ = Σg`.
+//!
+//! The variance is the biased (population) one, as burn's `batch_norm_train` returns it.
+
+use std::mem::MaybeUninit;
+
+use multiversion::multiversion;
+use rayon::prelude::*;
+
+use super::filled;
+
+/// `[n, c, spatial]` sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BnShape {
+    pub n: usize,
+    pub c: usize,
+    pub spatial: usize,
+}
+
+impl BnShape {
+    fn m(&self) -> f64 {
+        (self.n * self.spatial) as f64
+    }
+}
+
+/// Per-channel sums of `f(image, channel, offset)` over every image: computed in parallel per
+/// image, added in image order, so the result is the same whatever the thread count (resumed
+/// runs must reproduce uninterrupted ones bit for bit).
+fn channel_sums<const K: usize>(s: &BnShape, f: impl Fn(usize, usize, usize) -> [f64; K] + Sync) -> Vec<[f64; K]> {
+    let per_image: Vec<Vec<[f64; K]>> = (0..s.n)
+        .into_par_iter()
+        .map(|img| (0..s.c).map(|ch| f(img, ch, (img * s.c + ch) * s.spatial)).collect())
+        .collect();
+    let mut total = vec![[0.0f64; K]; s.c];
+    for img in per_image {
+        for (t, v) in total.iter_mut().zip(img) {
+            for k in 0..K {
+                t[k] += v[k];
+            }
+        }
+    }
+    total
+}
+
+/// Sum and sum of squares of a row, in f32 lanes then f64.
+#[multiversion(targets("x86_64+avx+avx2+fma", "x86_64+sse4.1"))]
+fn sum_sq(row: &[f32]) -> [f64; 2] {
+    let mut s = [0.0f32; 8];
+    let mut q = [0.0f32; 8];
+    let chunks = row.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            s[k] += c[k];
+            q[k] += c[k] * c[k];
+        }
+    }
+    let (mut a, mut b) = (s.iter().map(|&v| f64::from(v)).sum::<f64>(), q.iter().map(|&v| f64::from(v)).sum::<f64>());
+    for &v in rest {
+        a += f64::from(v);
+        b += f64::from(v) * f64::from(v);
+    }
+    [a, b]
+}
+
+/// `dst = src·a + b`, then `max(0, ·)` when `relu`; writes every element of `dst`.
+#[multiversion(targets("x86_64+avx+avx2+fma", "x86_64+sse4.1"))]
+fn scale_shift(dst: &mut [MaybeUninit<f32>], src: &[f32], a: f32, b: f32, relu: bool) {
+    if relu {
+        dst.iter_mut().zip(src).for_each(|(d, &v)| {
+            d.write((v * a + b).max(0.0));
+        });
+    } else {
+        dst.iter_mut().zip(src).for_each(|(d, &v)| {
+            d.write(v * a + b);
+        });
+    }
+}
+
+/// `dy` where the ReLU let the value through (`y > 0`), else 0 (no mask without ReLU).
+#[inline(always)]
+fn masked(dy: f32, y: f32, relu: bool) -> f32 {
+    if !relu || y > 0.0 { dy } else { 0.0 }
+}
+
+/// `[Σg, Σg·x̂]` of one row (`x̂ = (x − μ)·is`), in f32 lanes then f64.
+#[multiversion(targets("x86_64+avx+avx2+fma", "x86_64+sse4.1"))]
+fn grad_sums(xs: &[f32], ys: &[f32], ds: &[f32], mu: f32, is: f32, relu: bool) -> [f64; 2] {
+    let (mut sg, mut sgx) = ([0.0f32; 8], [0.0f32; 8]);
+    let n = xs.len() / 8 * 8;
+    for ((xc, yc), dc) in xs[..n].chunks_exact(8).zip(ys[..n].chunks_exact(8)).zip(ds[..n].chunks_exact(8)) {
+        for k in 0..8 {
+            let g = masked(dc[k], yc[k], relu);
+            sg[k] += g;
+            sgx[k] += g * (xc[k] - mu) * is;
+        }
+    }
+    let (mut a, mut b) =
+        (sg.iter().map(|&v| f64::from(v)).sum::<f64>(), sgx.iter().map(|&v| f64::from(v)).sum::<f64>());
+    for k in n..xs.len() {
+        let g = masked(ds[k], ys[k], relu);
+        a += f64::from(g);
+        b += f64::from(g * (xs[k] - mu) * is);
+    }
+    [a, b]
+}
+
+/// `dx = k·(g − mg − x̂·mgx)` over one row; writes every element of `dst`.
+#[allow(clippy::too_many_arguments)]
+#[multiversion(targets("x86_64+avx+avx2+fma", "x86_64+sse4.1"))]
+fn input_grad_row(
+    dst: &mut [MaybeUninit<f32>],
+    xs: &[f32],
+    ys: &[f32],
+    ds: &[f32],
+    mu: f32,
+    is: f32,
+    k: f32,
+    mg: f32,
+    mgx: f32,
+    relu: bool,
+) {
+    for (((d, &x), &y), &dy) in dst.iter_mut().zip(xs).zip(ys).zip(ds) {
+        let g = masked(dy, y, relu);
+        d.write(k * (g - mg - (x - mu) * is * mgx));
+    }
+}
+
+/// Forward: returns `(y, mean, var)`.
+pub fn forward(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    relu: bool,
+    s: &BnShape,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let sums = channel_sums::<2>(s, |_, _, off| sum_sq(&x[off..off + s.spatial]));
+    let m = s.m();
+    let mean: Vec<f64> = sums.iter().map(|v| v[0] / m).collect();
+    let var: Vec<f64> = sums.iter().zip(&mean).map(|(v, mu)| (v[1] / m - mu * mu).max(0.0)).collect();
+    let a: Vec<f32> = (0..s.c).map(|ch| (f64::from(gamma[ch]) / (var[ch] + eps).sqrt()) as f32).collect();
+    let b: Vec<f32> = (0..s.c).map(|ch| (f64::from(beta[ch]) - mean[ch] * f64::from(a[ch])) as f32).collect();
+    let y = filled(x.len(), |y| {
+        y.par_chunks_mut(s.c * s.spatial).zip(x.par_chunks(s.c * s.spatial)).for_each(|(yi, xi)| {
+            for ch in 0..s.c {
+                let range = ch * s.spatial..(ch + 1) * s.spatial;
+                scale_shift(&mut yi[range.clone()], &xi[range], a[ch], b[ch], relu);
+            }
+        });
+    });
+    (y, mean.iter().map(|&v| v as f32).collect(), var.iter().map(|&v| v as f32).collect())
+}
+
+/// Backward: returns `(dx, dgamma, dbeta)`. `y` is the forward's output (for the ReLU mask).
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f64,
+    relu: bool,
+    s: &BnShape,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let invstd: Vec<f32> = var.iter().map(|&v| (1.0 / (f64::from(v) + eps).sqrt()) as f32).collect();
+    let sums = channel_sums::<2>(s, |_, ch, off| {
+        let r = off..off + s.spatial;
+        grad_sums(&x[r.clone()], &y[r.clone()], &dy[r], mean[ch], invstd[ch], relu)
+    });
+    let m = s.m();
+    let dbeta: Vec<f32> = sums.iter().map(|v| v[0] as f32).collect();
+    let dgamma: Vec<f32> = sums.iter().map(|v| v[1] as f32).collect();
+    let block = s.c * s.spatial;
+    let dx = filled(x.len(), |dx| {
+        dx.par_chunks_mut(block).enumerate().for_each(|(img, dxi)| {
+            for ch in 0..s.c {
+                let off = img * block + ch * s.spatial;
+                let (mu, is) = (mean[ch], invstd[ch]);
+                let (mg, mgx) = ((sums[ch][0] / m) as f32, (sums[ch][1] / m) as f32);
+                let r = off..off + s.spatial;
+                input_grad_row(
+                    &mut dxi[ch * s.spatial..(ch + 1) * s.spatial],
+                    &x[r.clone()],
+                    &y[r.clone()],
+                    &dy[r],
+                    mu,
+                    is,
+                    gamma[ch] * is,
+                    mg,
+                    mgx,
+                    relu,
+                );
+            }
+        });
+    });
+    (dx, dgamma, dbeta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Uniform test values in `[-0.7, 1.3)`.
+    fn data(len: usize, seed: u64) -> Vec<f32> {
+        super::super::test_values(len, seed, -0.7, 1.3)
+    }
+
+    /// Naive f64 batch norm (+ReLU) as a function of x, gamma, beta, reduced with weights `r`:
+    /// L = Σ r · y. Returns L.
+    fn naive_loss(x: &[f64], gamma: &[f64], beta: &[f64], r: &[f64], eps: f64, relu: bool, s: &BnShape) -> f64 {
+        let mut l = 0.0;
+        for ch in 0..s.c {
+            let idx: Vec<usize> =
+                (0..s.n).flat_map(|i| (0..s.spatial).map(move |p| (i * s.c + ch) * s.spatial + p)).collect();
+            let mean = idx.iter().map(|&i| x[i]).sum::<f64>() / idx.len() as f64;
+            let var = idx.iter().map(|&i| (x[i] - mean).powi(2)).sum::<f64>() / idx.len() as f64;
+            for &i in &idx {
+                let z = (x[i] - mean) / (var + eps).sqrt() * gamma[ch] + beta[ch];
+                l += r[i] * if relu { z.max(0.0) } else { z };
+            }
+        }
+        l
+    }
+
+    #[test]
+    fn forward_and_backward_match_naive_f64_and_finite_differences() {
+        for (s, relu) in [
+            (BnShape { n: 3, c: 4, spatial: 10 }, true),
+            (BnShape { n: 5, c: 2, spatial: 17 }, false),
+            (BnShape { n: 1, c: 3, spatial: 9 }, true),
+        ] {
+            let len = s.n * s.c * s.spatial;
+            let x = data(len, 1);
+            let gamma: Vec<f32> = data(s.c, 2).iter().map(|v| v + 1.0).collect();
+            let beta = data(s.c, 3);
+            let r = data(len, 4);
+            let eps = 1e-5;
+            let (y, mean, var) = forward(&x, &gamma, &beta, eps, relu, &s);
+            let f64v = |v: &[f32]| v.iter().map(|&t| f64::from(t)).collect::<Vec<f64>>();
+            let (xd, gd, bd, rd) = (f64v(&x), f64v(&gamma), f64v(&beta), f64v(&r));
+            // Forward: each output against the naive loss with a one-hot weight.
+            let l = naive_loss(&xd, &gd, &bd, &rd, eps, relu, &s);
+            let got: f64 = y.iter().zip(&r).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+            assert!((got - l).abs() < 1e-4 * l.abs().max(1.0), "{got} vs {l}");
+            for ch in 0..s.c {
+                let vals: Vec<f64> = (0..s.n)
+                    .flat_map(|i| (0..s.spatial).map(move |p| (i * s.c + ch) * s.spatial + p))
+                    .map(|i| xd[i])
+                    .collect();
+                let mu = vals.iter().sum::<f64>() / vals.len() as f64;
+                let v = vals.iter().map(|t| (t - mu).powi(2)).sum::<f64>() / vals.len() as f64;
+                assert!((f64::from(mean[ch]) - mu).abs() < 1e-6 && (f64::from(var[ch]) - v).abs() < 1e-6);
+            }
+            let (dx, dg, db) = backward(&x, &y, &r, &gamma, &mean, &var, eps, relu, &s);
+            let h = 1e-6;
+            let fd = |which: u8, i: usize| {
+                let (mut xp, mut gp, mut bp) = (xd.clone(), gd.clone(), bd.clone());
+                let (mut xm, mut gm, mut bm) = (xd.clone(), gd.clone(), bd.clone());
+                match which {
+                    0 => {
+                        xp[i] += h;
+                        xm[i] -= h;
+                    }
+                    1 => {
+                        gp[i] += h;
+                        gm[i] -= h;
+                    }
+                    _ => {
+                        bp[i] += h;
+                        bm[i] -= h;
+                    }
+                }
+                (naive_loss(&xp, &gp, &bp, &rd, eps, relu, &s) - naive_loss(&xm, &gm, &bm, &rd, eps, relu, &s))
+                    / (2.0 * h)
+            };
+            for (i, &got) in dx.iter().enumerate() {
+                let want = fd(0, i);
+                assert!((f64::from(got) - want).abs() < 2e-3 * want.abs().max(0.1), "dx[{i}] {got} vs {want}");
+            }
+            for ch in 0..s.c {
+                assert!((f64::from(dg[ch]) - fd(1, ch)).abs() < 1e-3 * fd(1, ch).abs().max(0.1));
+                assert!((f64::from(db[ch]) - fd(2, ch)).abs() < 1e-3 * fd(2, ch).abs().max(0.1));
+            }
+        }
+    }
+}

@@ -1,0 +1,519 @@
+//! Wiring the kernels into burn: a backend extension trait implemented for `Flex` (the kernels)
+//! and for `Autodiff<B, C>` (recording a backward step that calls the gradient kernels), and
+//! the model-facing functions that use it on flex devices and burn's own ops everywhere else.
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::ops::ModuleOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, DType, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, PaddingConfig2d};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Bytes, Shape};
+use burn_flex::{FlexTensor, Layout};
+
+use super::batch_norm::{self, BnShape};
+use super::conv::{self, ConvGeometry};
+
+/// The project's own CPU operations.
+#[backend_extension(Flex, Autodiff)]
+pub trait CpuKernels: Backend {
+    /// 2-D convolution without bias: square `stride` and `pad`, no dilation, one group.
+    fn fast_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self>;
+    /// The input gradient of [`fast_conv2d`](Self::fast_conv2d) for an input of `h` × `w`.
+    fn fast_conv2d_input_grad(
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        h: usize,
+        w: usize,
+        stride: usize,
+        pad: usize,
+    ) -> FloatTensor<Self>;
+    /// The weight gradient of [`fast_conv2d`](Self::fast_conv2d) for a `kh` × `kw` kernel.
+    fn fast_conv2d_weight_grad(
+        x: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        kh: usize,
+        kw: usize,
+        stride: usize,
+        pad: usize,
+    ) -> FloatTensor<Self>;
+    /// Training-mode batch norm over `[n, c, …]`, then ReLU when `relu`: `(y, mean, var)`.
+    fn fast_batch_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+        relu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// The gradients `(dx, dgamma, dbeta)` of [`fast_batch_norm`](Self::fast_batch_norm).
+    #[allow(clippy::too_many_arguments)]
+    fn fast_batch_norm_backward(
+        x: FloatTensor<Self>,
+        y: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        var: FloatTensor<Self>,
+        eps: f64,
+        relu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+fn dims4(t: &FlexTensor) -> [usize; 4] {
+    let s = t.shape();
+    [s[0], s[1], s[2], s[3]]
+}
+
+fn f32_values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) if t.is_contiguous() => std::borrow::Cow::Borrowed(s),
+        _ => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("contiguous f32").to_vec()),
+    }
+}
+
+fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+    FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(Shape::new(shape)), DType::F32)
+}
+
+/// `[n, c, spatial]` of a `[n, c, …]` tensor.
+fn bn_shape(t: &FlexTensor) -> BnShape {
+    let s = t.shape();
+    BnShape { n: s[0], c: s[1], spatial: s.iter().skip(2).product() }
+}
+
+fn options(stride: usize, pad: usize) -> ConvOptions<2> {
+    ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1)
+}
+
+impl CpuKernels for Flex {
+    fn fast_conv2d(x: FlexTensor, weight: FlexTensor, stride: usize, pad: usize) -> FlexTensor {
+        if x.dtype() != DType::F32 || weight.dtype() != DType::F32 {
+            return <Flex as ModuleOps<Flex>>::conv2d(x, weight, None, options(stride, pad));
+        }
+        let [n, c_in, h, w] = dims4(&x);
+        let [c_out, _, kh, kw] = dims4(&weight);
+        let g = ConvGeometry { n, c_in, h, w, c_out, kh, kw, stride, pad };
+        let y = conv::forward(&f32_values(&x), &f32_values(&weight), None, &g);
+        tensor(y, [n, c_out, g.h_out(), g.w_out()])
+    }
+
+    fn fast_conv2d_input_grad(
+        weight: FlexTensor,
+        grad: FlexTensor,
+        h: usize,
+        w: usize,
+        stride: usize,
+        pad: usize,
+    ) -> FlexTensor {
+        let [n, c_out, _, _] = dims4(&grad);
+        let [_, c_in, kh, kw] = dims4(&weight);
+        let g = ConvGeometry { n, c_in, h, w, c_out, kh, kw, stride, pad };
+        let dx = conv::input_grad(&f32_values(&weight), &f32_values(&grad), &g);
+        tensor(dx, [n, c_in, h, w])
+    }
+
+    fn fast_conv2d_weight_grad(
+        x: FlexTensor,
+        grad: FlexTensor,
+        kh: usize,
+        kw: usize,
+        stride: usize,
+        pad: usize,
+    ) -> FlexTensor {
+        let [n, c_in, h, w] = dims4(&x);
+        let [_, c_out, _, _] = dims4(&grad);
+        let g = ConvGeometry { n, c_in, h, w, c_out, kh, kw, stride, pad };
+        let dw = conv::weight_grad(&f32_values(&x), &f32_values(&grad), &g);
+        tensor(dw, [c_out, c_in, kh, kw])
+    }
+
+    fn fast_batch_norm(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        eps: f64,
+        relu: bool,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let s = bn_shape(&x);
+        let shape = x.shape();
+        let (y, mean, var) =
+            batch_norm::forward(&f32_values(&x), &f32_values(&gamma), &f32_values(&beta), eps, relu, &s);
+        let y = FlexTensor::new(Bytes::from_elems(y), Layout::contiguous(shape), DType::F32);
+        (y, tensor(mean, [s.c]), tensor(var, [s.c]))
+    }
+
+    fn fast_batch_norm_backward(
+        x: FlexTensor,
+        y: FlexTensor,
+        grad: FlexTensor,
+        gamma: FlexTensor,
+        mean: FlexTensor,
+        var: FlexTensor,
+        eps: f64,
+        relu: bool,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let s = bn_shape(&x);
+        let shape = x.shape();
+        let (dx, dg, db) = batch_norm::backward(
+            &f32_values(&x),
+            &f32_values(&y),
+            &f32_values(&grad),
+            &f32_values(&gamma),
+            &f32_values(&mean),
+            &f32_values(&var),
+            eps,
+            relu,
+            &s,
+        );
+        let dx = FlexTensor::new(Bytes::from_elems(dx), Layout::contiguous(shape), DType::F32);
+        (dx, tensor(dg, [s.c]), tensor(db, [s.c]))
+    }
+}
+
+#[derive(Debug)]
+struct FastBatchNormBackward;
+
+impl<B: CpuKernels> Backward<B, 3> for FastBatchNormBackward {
+    /// Input and gamma (checkpointed), the output, batch mean and variance, epsilon, ReLU.
+    type State = (NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f64, bool);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, gamma_state, y, mean, var, eps, relu) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
+        let gamma = checkpointer.retrieve_node_output::<FloatTensor<B>>(gamma_state);
+        let (dx, dgamma, dbeta) = B::fast_batch_norm_backward(x, y, grad, gamma, mean, var, eps, relu);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, dx);
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<B>(node.id, dgamma);
+        }
+        if let Some(node) = node_beta {
+            grads.register::<B>(node.id, dbeta);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct FastConv2dBackward;
+
+impl<B: CpuKernels> Backward<B, 2> for FastConv2dBackward {
+    /// Input and weight (checkpointed), stride, padding, input height and width, kernel size.
+    type State = (NodeId, NodeId, usize, usize, [usize; 2], [usize; 2]);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, w_state, stride, pad, [h, w], [kh, kw]) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
+        let weight = checkpointer.retrieve_node_output::<FloatTensor<B>>(w_state);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::fast_conv2d_input_grad(weight, grad.clone(), h, w, stride, pad));
+        }
+        if let Some(node) = node_w {
+            grads.register::<B>(node.id, B::fast_conv2d_weight_grad(x, grad, kh, kw, stride, pad));
+        }
+    }
+}
+
+impl<B: CpuKernels, C: CheckpointStrategy> CpuKernels for Autodiff<B, C> {
+    fn fast_batch_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+        relu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let plain = <FloatTensor<Self>>::new;
+        match FastBatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let gamma_state = prep.checkpoint(&gamma);
+                let (y, mean, var) =
+                    B::fast_batch_norm(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), eps, relu);
+                let state = (x_state, gamma_state, y.clone(), mean.clone(), var.clone(), eps, relu);
+                (prep.finish(state, y), plain(mean), plain(var))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (y, mean, var) =
+                    B::fast_batch_norm(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), eps, relu);
+                (prep.finish(y), plain(mean), plain(var))
+            }
+        }
+    }
+
+    fn fast_batch_norm_backward(
+        x: FloatTensor<Self>,
+        y: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        var: FloatTensor<Self>,
+        eps: f64,
+        relu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (dx, dg, db) = B::fast_batch_norm_backward(
+            x.into_primitive(),
+            y.into_primitive(),
+            grad.into_primitive(),
+            gamma.into_primitive(),
+            mean.into_primitive(),
+            var.into_primitive(),
+            eps,
+            relu,
+        );
+        let plain = <FloatTensor<Self>>::new;
+        (plain(dx), plain(dg), plain(db))
+    }
+
+    fn fast_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self> {
+        let xs = x.shape();
+        let ws = weight.shape();
+        match FastConv2dBackward.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let w_state = prep.checkpoint(&weight);
+                let out = B::fast_conv2d(x.into_primitive(), weight.into_primitive(), stride, pad);
+                prep.finish((x_state, w_state, stride, pad, [xs[2], xs[3]], [ws[2], ws[3]]), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::fast_conv2d(x.into_primitive(), weight.into_primitive(), stride, pad))
+            }
+        }
+    }
+
+    // The gradient kernels are only called inside backward passes, on the inner backend; on an
+    // autodiff tensor they compute without recording anything.
+    fn fast_conv2d_input_grad(
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        h: usize,
+        w: usize,
+        stride: usize,
+        pad: usize,
+    ) -> FloatTensor<Self> {
+        <FloatTensor<Self>>::new(B::fast_conv2d_input_grad(
+            weight.into_primitive(),
+            grad.into_primitive(),
+            h,
+            w,
+            stride,
+            pad,
+        ))
+    }
+
+    fn fast_conv2d_weight_grad(
+        x: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        kh: usize,
+        kw: usize,
+        stride: usize,
+        pad: usize,
+    ) -> FloatTensor<Self> {
+        <FloatTensor<Self>>::new(B::fast_conv2d_weight_grad(
+            x.into_primitive(),
+            grad.into_primitive(),
+            kh,
+            kw,
+            stride,
+            pad,
+        ))
+    }
+}
+
+/// Whether tensors on `device` run on flex (with or without autodiff), where the kernels apply.
+pub fn is_flex(device: &burn::tensor::Device) -> bool {
+    device.clone().inner() == burn::tensor::Device::flex()
+}
+
+/// A bias-free 2-D convolution: the project's kernels on flex, burn's `conv2d` elsewhere.
+pub fn conv2d(x: burn::Tensor<4>, weight: burn::Tensor<4>, stride: usize, pad: usize) -> burn::Tensor<4> {
+    if is_flex(&x.device()) && super::enabled() {
+        burn::Tensor::from_dispatch(<Dispatch as CpuKernels>::fast_conv2d(
+            x.into_dispatch(),
+            weight.into_dispatch(),
+            stride,
+            pad,
+        ))
+    } else {
+        burn::tensor::module::conv2d(x, weight, None, options(stride, pad))
+    }
+}
+
+/// Runs a `BatchNorm` module (then ReLU when `relu`): one fused kernel each way on flex in
+/// training mode, updating the running statistics exactly as burn's `BatchNorm` does; burn's
+/// own layers everywhere else (inference mode, other backends).
+pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: burn::Tensor<D>, relu: bool) -> burn::Tensor<D> {
+    let device = x.device();
+    if !(is_flex(&device) && super::enabled() && device.is_autodiff() && bn.training.is_enabled()) {
+        let y = bn.forward(x);
+        return if relu { burn::tensor::activation::relu(y) } else { y };
+    }
+    let (y, mean, var) = <Dispatch as CpuKernels>::fast_batch_norm(
+        x.into_dispatch(),
+        bn.gamma.val().into_dispatch(),
+        bn.beta.val().into_dispatch(),
+        bn.epsilon,
+        relu,
+    );
+    let (mean, var) = (burn::Tensor::<1>::from_dispatch(mean), burn::Tensor::<1>::from_dispatch(var));
+    let m = bn.momentum;
+    let running_mean =
+        bn.running_mean.value_sync().to_device(&device).mul_scalar(1.0 - m).add(mean.detach().mul_scalar(m));
+    let running_var =
+        bn.running_var.value_sync().to_device(&device).mul_scalar(1.0 - m).add(var.detach().mul_scalar(m));
+    bn.running_mean.update(running_mean.detach());
+    bn.running_var.update(running_var.detach());
+    burn::Tensor::from_dispatch(y)
+}
+
+/// Runs a `Conv2d` module: through [`conv2d`] when its shape is one the kernels cover (no bias,
+/// equal strides, symmetric equal padding, no dilation, one group), else its own forward.
+pub fn forward_conv(conv: &Conv2d, x: burn::Tensor<4>) -> burn::Tensor<4> {
+    let pad = match conv.padding {
+        PaddingConfig2d::Explicit(t, l, b, r) if t == l && l == b && b == r => Some(t),
+        PaddingConfig2d::Valid => Some(0),
+        _ => None,
+    };
+    match pad {
+        Some(pad)
+            if conv.bias.is_none()
+                && conv.stride[0] == conv.stride[1]
+                && conv.dilation == [1, 1]
+                && conv.groups == 1 =>
+        {
+            conv2d(x, conv.weight.val(), conv.stride[0], pad)
+        }
+        _ => conv.forward(x),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::prelude::*;
+    use burn::tensor::Distribution;
+
+    /// The kernels against burn's own conv2d on flex: output and both gradients.
+    #[test]
+    fn matches_burns_conv2d_output_and_gradients() {
+        let device = burn::tensor::Device::flex().autodiff();
+        device.seed(11);
+        for (n, c_in, h, w, c_out, k, stride, pad) in [
+            (2, 3, 9, 7, 5, 3, 1, 1),
+            (3, 5, 8, 8, 6, 3, 2, 1),
+            (1, 7, 5, 6, 9, 3, 2, 1),
+            (5, 9, 4, 4, 10, 3, 2, 1),
+            (2, 4, 6, 6, 3, 1, 1, 0),
+            (2, 3, 11, 10, 4, 7, 2, 3),
+            (1, 1, 1, 1, 1, 1, 1, 0),
+        ] {
+            let x0 = Tensor::<4>::random([n, c_in, h, w], Distribution::Normal(0.0, 1.0), &device);
+            let w0 = Tensor::<4>::random([c_out, c_in, k, k], Distribution::Normal(0.0, 0.3), &device);
+            let run = |fast: bool| {
+                let x = x0.clone().detach().require_grad();
+                let wt = w0.clone().detach().require_grad();
+                let y = if fast {
+                    Tensor::from_dispatch(<Dispatch as CpuKernels>::fast_conv2d(
+                        x.clone().into_dispatch(),
+                        wt.clone().into_dispatch(),
+                        stride,
+                        pad,
+                    ))
+                } else {
+                    burn::tensor::module::conv2d(x.clone(), wt.clone(), None, options(stride, pad))
+                };
+                let r = Tensor::<4>::ones(y.dims(), &device).mul_scalar(0.5) + y.clone().detach();
+                let grads = (y.clone() * r).sum().backward();
+                let v = |t: Tensor<4>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+                (v(y.inner()), v(x.grad(&grads).unwrap()), v(wt.grad(&grads).unwrap()))
+            };
+            let (a, b) = (run(true), run(false));
+            for (name, p, q) in [("output", &a.0, &b.0), ("input grad", &a.1, &b.1), ("weight grad", &a.2, &b.2)] {
+                let scale = q.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+                assert_eq!(p.len(), q.len());
+                for (i, (u, v)) in p.iter().zip(q).enumerate() {
+                    assert!(
+                        (u - v).abs() <= 1e-4 * scale,
+                        "{name} {:?} at {i}: {u} vs {v}",
+                        (n, c_in, h, w, c_out, k, stride, pad)
+                    );
+                }
+            }
+        }
+    }
+
+    /// The fused batch norm (+ReLU) against burn's `BatchNorm` (+`relu`) in training mode:
+    /// output, the three gradients, and the running statistics it leaves.
+    #[test]
+    fn matches_burns_batch_norm_output_gradients_and_running_stats() {
+        use burn::nn::BatchNormConfig;
+        let device = burn::tensor::Device::flex().autodiff();
+        device.seed(5);
+        for (shape, relu) in [([4, 3, 5, 5], true), ([6, 8, 1, 1], true), ([3, 5, 7, 2], false), ([1, 2, 3, 3], true)] {
+            let c = shape[1];
+            let x0 = Tensor::<4>::random(shape, Distribution::Normal(0.3, 1.5), &device);
+            let run = |fast: bool| {
+                let bn = BatchNormConfig::new(c).init(&device);
+                let bn = bn.map(&mut RandomizeAffine);
+                let x = x0.clone().detach().require_grad();
+                let x4 = x.clone();
+                let y = if fast {
+                    super::batch_norm(&bn, x4, relu)
+                } else {
+                    let y = bn.forward(x4);
+                    if relu { burn::tensor::activation::relu(y) } else { y }
+                };
+                let r = y.clone().detach().sin() + 0.25;
+                let grads = (y.clone() * r).sum().backward();
+                let v = |t: Tensor<1>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+                let flat = |t: Tensor<4>| v(t.flatten(0, 3));
+                let gx = x.grad(&grads).unwrap().flatten(0, 3);
+                (
+                    flat(y.inner()),
+                    v(gx),
+                    v(bn.gamma.val().grad(&grads).unwrap()),
+                    v(bn.beta.val().grad(&grads).unwrap()),
+                    v(bn.running_mean.value_sync().inner()),
+                    v(bn.running_var.value_sync().inner()),
+                )
+            };
+            let (a, b) = (run(true), run(false));
+            for (name, p, q) in [
+                ("output", &a.0, &b.0),
+                ("dx", &a.1, &b.1),
+                ("dgamma", &a.2, &b.2),
+                ("dbeta", &a.3, &b.3),
+                ("running mean", &a.4, &b.4),
+                ("running var", &a.5, &b.5),
+            ] {
+                let scale = q.iter().fold(1e-2f32, |m, v| m.max(v.abs()));
+                for (i, (u, v)) in p.iter().zip(q.iter()).enumerate() {
+                    assert!((u - v).abs() <= 2e-4 * scale, "{name} {shape:?} relu={relu} at {i}: {u} vs {v}");
+                }
+            }
+        }
+    }
+
+    /// Gives BatchNorm non-trivial gamma and beta (deterministic), so their gradients matter.
+    struct RandomizeAffine;
+    impl burn::module::ModuleMapper for RandomizeAffine {
+        fn map_float<const D: usize>(
+            &mut self,
+            param: burn::module::Param<Tensor<D>>,
+        ) -> burn::module::Param<Tensor<D>> {
+            let (id, t, mapper) = param.consume();
+            let n = t.shape().num_elements();
+            let vals: Vec<f32> = (0..n).map(|i| 0.5 + (i as f32 * 0.7).sin() * 0.4).collect();
+            let new = Tensor::<D>::from_data(TensorData::new(vals, t.shape()), &t.device()).require_grad();
+            burn::module::Param::from_mapped_value(id, new, mapper)
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! The project's own CPU kernels for burn's flex backend, used where measurement says they
+//! pay (BENCHMARKS.md, "CPU kernels"): a 2-D convolution whose forward, input gradient and
+//! weight gradient are each `im2col` + one gemm per chunk of images ([`conv`]), and a
+//! training-mode batch norm fused with the ReLU after it, two passes each way ([`batch_norm`]).
+//!
+//! They are reached through a burn backend extension ([`extension`]): implemented for `Flex`
+//! and for `Autodiff` over it, so training records their backward step; every other backend
+//! (wgpu, ndarray, cuda) keeps burn's own operations, chosen at run time by the device, so the
+//! model code stays backend-free. `SELFSUP_KERNELS=off` turns them off (burn's ops everywhere),
+//! for comparison.
+
+pub mod batch_norm;
+pub mod conv;
+pub mod extension;
+
+use std::mem::MaybeUninit;
+
+pub use extension::{batch_norm, conv2d, forward_conv, is_flex};
+
+/// A vector of `len` values all written by `fill` (which must write every element): no
+/// zeroing pass first. (Freed buffers are reused, so zeroing would be a full extra pass.)
+pub(crate) fn filled(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    fill(&mut v.spare_capacity_mut()[..len]);
+    // SAFETY: `fill` initialized all `len` elements (each caller writes every element).
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// Whether the kernels are on (they are unless `SELFSUP_KERNELS=off`).
+pub fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("SELFSUP_KERNELS").map_or(true, |v| v != "off"))
+}
+
+/// Reproducible test values, uniform in `[lo, hi)` (xorshift; independent of `rand`).
+#[cfg(test)]
+pub(crate) fn test_values(len: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u32 << 24) as f32 * (hi - lo) + lo
+        })
+        .collect()
+}
