@@ -1,8 +1,9 @@
 //! Training-mode batch normalization, optionally fused with the ReLU after it, on the CPU
 //! (f32, `[n, c, spatial…]` contiguous). Two passes each way:
 //!
-//! - forward: per-channel sum and sum of squares (f64 accumulation), then
-//!   `y = max(0, x·a_c + b_c)` with `a_c = γ_c/σ_c`, `b_c = β_c − μ_c·a_c`;
+//! - forward: per-channel sum and sum of squares of `x − K_c` (`K_c` the channel's first
+//!   value: shifted sums, so a mean far larger than the spread loses no precision; f32 lanes,
+//!   f64 totals), then `y = max(0, (x − μ_c)·a_c + β_c)` with `a_c = γ_c/σ_c`;
 //! - backward: per-channel `Σg` and `Σg·x̂` (with `g = dy` masked by `y > 0` when fused), then
 //!   `dx = γ_c/σ_c · (g − Σg/M − x̂·Σg·x̂/M)`, `dγ = Σg·x̂`, `dβ = Σg`.
 //!
@@ -48,37 +49,39 @@ fn channel_sums<const K: usize>(s: &BnShape, f: impl Fn(usize, usize, usize) -> 
     total
 }
 
-/// Sum and sum of squares of a row, in f32 lanes then f64.
+/// Sum and sum of squares of `row − shift`, in f32 lanes then f64.
 #[multiversion(targets("x86_64+avx+avx2+fma", "x86_64+sse4.1"))]
-fn sum_sq(row: &[f32]) -> [f64; 2] {
+fn sum_sq(row: &[f32], shift: f32) -> [f64; 2] {
     let mut s = [0.0f32; 8];
     let mut q = [0.0f32; 8];
     let chunks = row.chunks_exact(8);
     let rest = chunks.remainder();
     for c in chunks {
         for k in 0..8 {
-            s[k] += c[k];
-            q[k] += c[k] * c[k];
+            let v = c[k] - shift;
+            s[k] += v;
+            q[k] += v * v;
         }
     }
     let (mut a, mut b) = (s.iter().map(|&v| f64::from(v)).sum::<f64>(), q.iter().map(|&v| f64::from(v)).sum::<f64>());
     for &v in rest {
-        a += f64::from(v);
-        b += f64::from(v) * f64::from(v);
+        let v = f64::from(v - shift);
+        a += v;
+        b += v * v;
     }
     [a, b]
 }
 
-/// `dst = src·a + b`, then `max(0, ·)` when `relu`; writes every element of `dst`.
+/// `dst = (src − mu)·a + b`, then `max(0, ·)` when `relu`; writes every element of `dst`.
 #[multiversion(targets("x86_64+avx+avx2+fma", "x86_64+sse4.1"))]
-fn scale_shift(dst: &mut [MaybeUninit<f32>], src: &[f32], a: f32, b: f32, relu: bool) {
+fn scale_shift(dst: &mut [MaybeUninit<f32>], src: &[f32], mu: f32, a: f32, b: f32, relu: bool) {
     if relu {
         dst.iter_mut().zip(src).for_each(|(d, &v)| {
-            d.write((v * a + b).max(0.0));
+            d.write(((v - mu) * a + b).max(0.0));
         });
     } else {
         dst.iter_mut().zip(src).for_each(|(d, &v)| {
-            d.write(v * a + b);
+            d.write((v - mu) * a + b);
         });
     }
 }
@@ -141,21 +144,22 @@ pub fn forward(
     relu: bool,
     s: &BnShape,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let sums = channel_sums::<2>(s, |_, _, off| sum_sq(&x[off..off + s.spatial]));
+    let shift: Vec<f32> = (0..s.c).map(|ch| x.get(ch * s.spatial).copied().unwrap_or(0.0)).collect();
+    let sums = channel_sums::<2>(s, |_, ch, off| sum_sq(&x[off..off + s.spatial], shift[ch]));
     let m = s.m();
-    let mean: Vec<f64> = sums.iter().map(|v| v[0] / m).collect();
-    let var: Vec<f64> = sums.iter().zip(&mean).map(|(v, mu)| (v[1] / m - mu * mu).max(0.0)).collect();
+    let shifted_mean: Vec<f64> = sums.iter().map(|v| v[0] / m).collect();
+    let var: Vec<f64> = sums.iter().zip(&shifted_mean).map(|(v, mu)| (v[1] / m - mu * mu).max(0.0)).collect();
+    let mean: Vec<f32> = shift.iter().zip(&shifted_mean).map(|(&k, mu)| (f64::from(k) + mu) as f32).collect();
     let a: Vec<f32> = (0..s.c).map(|ch| (f64::from(gamma[ch]) / (var[ch] + eps).sqrt()) as f32).collect();
-    let b: Vec<f32> = (0..s.c).map(|ch| (f64::from(beta[ch]) - mean[ch] * f64::from(a[ch])) as f32).collect();
     let y = filled(x.len(), |y| {
         y.par_chunks_mut(s.c * s.spatial).zip(x.par_chunks(s.c * s.spatial)).for_each(|(yi, xi)| {
             for ch in 0..s.c {
                 let range = ch * s.spatial..(ch + 1) * s.spatial;
-                scale_shift(&mut yi[range.clone()], &xi[range], a[ch], b[ch], relu);
+                scale_shift(&mut yi[range.clone()], &xi[range], mean[ch], a[ch], beta[ch], relu);
             }
         });
     });
-    (y, mean.iter().map(|&v| v as f32).collect(), var.iter().map(|&v| v as f32).collect())
+    (y, mean, var.iter().map(|&v| v as f32).collect())
 }
 
 /// Backward: returns `(dx, dgamma, dbeta)`. `y` is the forward's output (for the ReLU mask).
@@ -229,6 +233,29 @@ mod tests {
             }
         }
         l
+    }
+
+    /// A channel whose mean is 10⁴ times its spread (common deep in a network, where a
+    /// `Σx² − (Σx)²` variance in f32 would be noise): statistics and outputs against f64.
+    #[test]
+    fn large_mean_small_spread_keeps_precision() {
+        let s = BnShape { n: 12, c: 3, spatial: 9 };
+        let len = s.n * s.c * s.spatial;
+        let x: Vec<f32> = data(len, 7).iter().map(|u| 300.0 + 0.03 * u).collect();
+        let (gamma, beta) = (vec![1.0f32; s.c], vec![0.0f32; s.c]);
+        let (y, mean, var) = forward(&x, &gamma, &beta, 1e-9, false, &s);
+        for ch in 0..s.c {
+            let idx: Vec<usize> =
+                (0..s.n).flat_map(|i| (0..s.spatial).map(move |p| (i * s.c + ch) * s.spatial + p)).collect();
+            let mu = idx.iter().map(|&i| f64::from(x[i])).sum::<f64>() / idx.len() as f64;
+            let v = idx.iter().map(|&i| (f64::from(x[i]) - mu).powi(2)).sum::<f64>() / idx.len() as f64;
+            assert!((f64::from(var[ch]) - v).abs() < 1e-3 * v, "var {} vs {v}", var[ch]);
+            assert!((f64::from(mean[ch]) - mu).abs() < 1e-4);
+            for &i in &idx {
+                let want = (f64::from(x[i]) - mu) / v.sqrt();
+                assert!((f64::from(y[i]) - want).abs() < 2e-2, "y {} vs {want}", y[i]);
+            }
+        }
     }
 
     #[test]

@@ -27,10 +27,25 @@ pub(crate) fn filled(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> 
     v
 }
 
-/// Whether the kernels are on (they are unless `SELFSUP_KERNELS=off`).
+thread_local! {
+    /// A per-thread override of `SELFSUP_KERNELS` (see [`with_kernels`]).
+    static OVERRIDE: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Whether the kernels are on for models run from this thread: they are unless
+/// `SELFSUP_KERNELS=off`, or inside [`with_kernels`].
 pub fn enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("SELFSUP_KERNELS").map_or(true, |v| v != "off"))
+    OVERRIDE.get().unwrap_or_else(|| *ON.get_or_init(|| std::env::var("SELFSUP_KERNELS").map_or(true, |v| v != "off")))
+}
+
+/// Runs `f` with the kernels on or off for this thread (the graph is built, and flex runs,
+/// on the calling thread), whatever `SELFSUP_KERNELS` says: for comparisons in one process.
+pub fn with_kernels<T>(on: bool, f: impl FnOnce() -> T) -> T {
+    let before = OVERRIDE.replace(Some(on));
+    let out = f();
+    OVERRIDE.set(before);
+    out
 }
 
 /// Reproducible test values, uniform in `[lo, hi)` (xorshift; independent of `rand`).
