@@ -3,6 +3,7 @@
 
 pub mod augment;
 pub mod decode;
+pub mod ops;
 pub mod train;
 
 use std::time::Instant;

@@ -19,6 +19,21 @@ pub enum BenchCommand {
     Decode(DecodeArgs),
     /// Training-step throughput (pairs/s) on pre-made tensors and with the real data path.
     Train(TrainArgs),
+    /// The step's operations one at a time on flex: burn's ops against selfsup's CPU kernels.
+    Ops(OpsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct OpsArgs {
+    /// Networks whose layer shapes to time.
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["convnet", "resnet18"])]
+    pub arch: Vec<crate::model::Arch>,
+    /// Image pairs per batch (default: 256 for the convnet, 128 for ResNets).
+    #[arg(long)]
+    pub pairs: Option<usize>,
+    /// Timed rounds per op (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
 }
 
 #[derive(Args, Debug)]
@@ -163,6 +178,43 @@ pub fn run(cmd: BenchCommand, threads: Option<usize>) -> Result<()> {
             }
             if let Some(rss) = bench::train::peak_rss_bytes() {
                 println!("peak RSS {:.0} MiB", rss as f64 / (1 << 20) as f64);
+            }
+        }
+        BenchCommand::Ops(o) => {
+            if o.rounds == 0 {
+                bail!("bench ops: --rounds must be at least 1");
+            }
+            for &arch in &o.arch {
+                let pairs = o.pairs.unwrap_or(if arch == crate::model::Arch::Convnet { 256 } else { 128 });
+                println!(
+                    "\n{arch:?}, {pairs} pairs ({} images) of 32 px, flex, {threads} threads: median ms per call",
+                    2 * pairs
+                );
+                println!("| layer (×per step) | op | burn | selfsup | speed-up |");
+                println!("| --- | --- | ---: | ---: | ---: |");
+                let timings = bench::ops::run_layers(&bench::ops::layers(arch, pairs), o.rounds);
+                let mut totals = [[0.0; 2]; 5];
+                for t in &timings {
+                    for (k, op) in bench::ops::OPS.iter().enumerate() {
+                        let [b, s] = t.ms[k];
+                        println!(
+                            "| {} (×{}) | {op} | {b:.1} | {s:.1} | {:.2}× |",
+                            t.layer.label(),
+                            t.layer.count,
+                            b / s
+                        );
+                        totals[k][0] += b * t.layer.count as f64;
+                        totals[k][1] += s * t.layer.count as f64;
+                    }
+                }
+                for (k, op) in bench::ops::OPS.iter().enumerate() {
+                    let [b, s] = totals[k];
+                    println!("| **all 3×3 layers of a step** | {op} | {b:.0} | {s:.0} | {:.2}× |", b / s);
+                }
+                let mut cfg = crate::config::Config::default();
+                cfg.model.arch = arch;
+                let update = bench::ops::optimizer_update_ms(&cfg, o.rounds);
+                println!("| optimizer update ({:?}, whole model) | | {update:.1} | | |", cfg.optim.kind);
             }
         }
         BenchCommand::Decode(d) => {

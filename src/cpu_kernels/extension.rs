@@ -1,6 +1,10 @@
-//! Wiring the kernels into burn: a backend extension trait implemented for `Flex` (the kernels)
-//! and for `Autodiff<B, C>` (recording a backward step that calls the gradient kernels), and
-//! the model-facing functions that use it on flex devices and burn's own ops everywhere else.
+//! Wiring the kernels into burn: a backend extension trait implemented for `Flex` and `NdArray`
+//! (the kernels, on each one's tensor storage) and for `Autodiff<B, C>` (recording a backward
+//! step that calls the gradient kernels), and the model-facing functions that use it on those
+//! CPU devices and burn's own ops everywhere else.
+
+// burn-ndarray is deprecated upstream; selfsup still offers `--backend ndarray`.
+#![allow(deprecated)]
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -9,18 +13,21 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, DType, Dispatch, Flex, TensorMetadata, backend_extension};
+use std::borrow::Cow;
+
+use burn::backend::{Autodiff, Backend, DType, Dispatch, Flex, NdArray, TensorMetadata, backend_extension};
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Bytes, Shape};
+use burn::tensor::{Bytes, Shape, TensorData};
 use burn_flex::{FlexTensor, Layout};
+use burn_ndarray::NdArrayTensor;
 
 use super::batch_norm::{self, BnShape};
 use super::conv::{self, ConvGeometry};
 
 /// The project's own CPU operations.
-#[backend_extension(Flex, Autodiff)]
+#[backend_extension(Flex, NdArray, Autodiff)]
 pub trait CpuKernels: Backend {
     /// 2-D convolution without bias: square `stride` and `pad`, no dilation, one group.
     fn fast_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self>;
@@ -64,25 +71,67 @@ pub trait CpuKernels: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-fn dims4(t: &FlexTensor) -> [usize; 4] {
-    let s = t.shape();
-    [s[0], s[1], s[2], s[3]]
+/// The CPU backends' tensors as the kernels see them: contiguous f32 values and a shape.
+trait CpuTensor: Sized {
+    fn dims(&self) -> Vec<usize>;
+    fn is_f32(&self) -> bool;
+    /// The values in row-major order (borrowed when already contiguous f32).
+    fn values(&self) -> Cow<'_, [f32]>;
+    fn from_values(values: Vec<f32>, shape: &[usize]) -> Self;
 }
 
-fn f32_values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(s) if t.is_contiguous() => std::borrow::Cow::Borrowed(s),
-        _ => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("contiguous f32").to_vec()),
+impl CpuTensor for FlexTensor {
+    fn dims(&self) -> Vec<usize> {
+        self.shape().to_vec()
+    }
+    fn is_f32(&self) -> bool {
+        self.dtype() == DType::F32
+    }
+    fn values(&self) -> Cow<'_, [f32]> {
+        match self.as_slice::<f32>() {
+            Some(s) if self.is_contiguous() => Cow::Borrowed(s),
+            _ => Cow::Owned(self.to_contiguous().as_slice::<f32>().expect("contiguous f32").to_vec()),
+        }
+    }
+    fn from_values(values: Vec<f32>, shape: &[usize]) -> Self {
+        FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(Shape::from(shape.to_vec())), DType::F32)
     }
 }
 
-fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
-    FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(Shape::new(shape)), DType::F32)
+impl CpuTensor for NdArrayTensor {
+    fn dims(&self) -> Vec<usize> {
+        TensorMetadata::shape(self).to_vec()
+    }
+    fn is_f32(&self) -> bool {
+        matches!(self, NdArrayTensor::F32(_))
+    }
+    fn values(&self) -> Cow<'_, [f32]> {
+        match self {
+            NdArrayTensor::F32(storage) => {
+                let view = storage.view();
+                match view.to_slice() {
+                    Some(s) => Cow::Borrowed(s),
+                    None => Cow::Owned(view.iter().copied().collect()),
+                }
+            }
+            // Float tensors are f32 or f64 on ndarray; the models are f32 throughout.
+            NdArrayTensor::F64(storage) => Cow::Owned(storage.view().iter().map(|&v| v as f32).collect()),
+            other => unreachable!("an ndarray float tensor of {:?}", other.dtype()),
+        }
+    }
+    fn from_values(values: Vec<f32>, shape: &[usize]) -> Self {
+        NdArrayTensor::from_data(TensorData::new(values, shape.to_vec()))
+    }
+}
+
+fn dims4<T: CpuTensor>(t: &T) -> [usize; 4] {
+    let s = t.dims();
+    [s[0], s[1], s[2], s[3]]
 }
 
 /// `[n, c, spatial]` of a `[n, c, …]` tensor.
-fn bn_shape(t: &FlexTensor) -> BnShape {
-    let s = t.shape();
+fn bn_shape<T: CpuTensor>(t: &T) -> BnShape {
+    let s = t.dims();
     BnShape { n: s[0], c: s[1], spatial: s.iter().skip(2).product() }
 }
 
@@ -90,90 +139,110 @@ fn options(stride: usize, pad: usize) -> ConvOptions<2> {
     ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1)
 }
 
-impl CpuKernels for Flex {
-    fn fast_conv2d(x: FlexTensor, weight: FlexTensor, stride: usize, pad: usize) -> FlexTensor {
-        if x.dtype() != DType::F32 || weight.dtype() != DType::F32 {
-            return <Flex as ModuleOps<Flex>>::conv2d(x, weight, None, options(stride, pad));
-        }
-        let [n, c_in, h, w] = dims4(&x);
-        let [c_out, _, kh, kw] = dims4(&weight);
-        let g = ConvGeometry { n, c_in, h, w, c_out, kh, kw, stride, pad };
-        let y = conv::forward(&f32_values(&x), &f32_values(&weight), None, &g);
-        tensor(y, [n, c_out, g.h_out(), g.w_out()])
-    }
-
-    fn fast_conv2d_input_grad(
-        weight: FlexTensor,
-        grad: FlexTensor,
-        h: usize,
-        w: usize,
-        stride: usize,
-        pad: usize,
-    ) -> FlexTensor {
-        let [n, c_out, _, _] = dims4(&grad);
-        let [_, c_in, kh, kw] = dims4(&weight);
-        let g = ConvGeometry { n, c_in, h, w, c_out, kh, kw, stride, pad };
-        let dx = conv::input_grad(&f32_values(&weight), &f32_values(&grad), &g);
-        tensor(dx, [n, c_in, h, w])
-    }
-
-    fn fast_conv2d_weight_grad(
-        x: FlexTensor,
-        grad: FlexTensor,
-        kh: usize,
-        kw: usize,
-        stride: usize,
-        pad: usize,
-    ) -> FlexTensor {
-        let [n, c_in, h, w] = dims4(&x);
-        let [_, c_out, _, _] = dims4(&grad);
-        let g = ConvGeometry { n, c_in, h, w, c_out, kh, kw, stride, pad };
-        let dw = conv::weight_grad(&f32_values(&x), &f32_values(&grad), &g);
-        tensor(dw, [c_out, c_in, kh, kw])
-    }
-
-    fn fast_batch_norm(
-        x: FlexTensor,
-        gamma: FlexTensor,
-        beta: FlexTensor,
-        eps: f64,
-        relu: bool,
-    ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        let s = bn_shape(&x);
-        let shape = x.shape();
-        let (y, mean, var) =
-            batch_norm::forward(&f32_values(&x), &f32_values(&gamma), &f32_values(&beta), eps, relu, &s);
-        let y = FlexTensor::new(Bytes::from_elems(y), Layout::contiguous(shape), DType::F32);
-        (y, tensor(mean, [s.c]), tensor(var, [s.c]))
-    }
-
-    fn fast_batch_norm_backward(
-        x: FlexTensor,
-        y: FlexTensor,
-        grad: FlexTensor,
-        gamma: FlexTensor,
-        mean: FlexTensor,
-        var: FlexTensor,
-        eps: f64,
-        relu: bool,
-    ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        let s = bn_shape(&x);
-        let shape = x.shape();
-        let (dx, dg, db) = batch_norm::backward(
-            &f32_values(&x),
-            &f32_values(&y),
-            &f32_values(&grad),
-            &f32_values(&gamma),
-            &f32_values(&mean),
-            &f32_values(&var),
-            eps,
-            relu,
-            &s,
-        );
-        let dx = FlexTensor::new(Bytes::from_elems(dx), Layout::contiguous(shape), DType::F32);
-        (dx, tensor(dg, [s.c]), tensor(db, [s.c]))
-    }
+/// The kernels on one CPU backend's tensors (shared by the `Flex` and `NdArray` impls).
+fn conv_forward<T: CpuTensor>(x: T, weight: T, stride: usize, pad: usize) -> T {
+    let [n, c_in, h, w] = dims4(&x);
+    let [c_out, _, kh, kw] = dims4(&weight);
+    let g = ConvGeometry { n, c_in, h, w, c_out, kh, kw, stride, pad };
+    let y = conv::forward(&x.values(), &weight.values(), None, &g);
+    T::from_values(y, &[n, c_out, g.h_out(), g.w_out()])
 }
+
+fn conv_input_grad<T: CpuTensor>(weight: T, grad: T, h: usize, w: usize, stride: usize, pad: usize) -> T {
+    let [n, c_out, _, _] = dims4(&grad);
+    let [_, c_in, kh, kw] = dims4(&weight);
+    let g = ConvGeometry { n, c_in, h, w, c_out, kh, kw, stride, pad };
+    T::from_values(conv::input_grad(&weight.values(), &grad.values(), &g), &[n, c_in, h, w])
+}
+
+fn conv_weight_grad<T: CpuTensor>(x: T, grad: T, kh: usize, kw: usize, stride: usize, pad: usize) -> T {
+    let [n, c_in, h, w] = dims4(&x);
+    let [_, c_out, _, _] = dims4(&grad);
+    let g = ConvGeometry { n, c_in, h, w, c_out, kh, kw, stride, pad };
+    T::from_values(conv::weight_grad(&x.values(), &grad.values(), &g), &[c_out, c_in, kh, kw])
+}
+
+fn bn_forward<T: CpuTensor>(x: T, gamma: T, beta: T, eps: f64, relu: bool) -> (T, T, T) {
+    let s = bn_shape(&x);
+    let (y, mean, var) = batch_norm::forward(&x.values(), &gamma.values(), &beta.values(), eps, relu, &s);
+    (T::from_values(y, &x.dims()), T::from_values(mean, &[s.c]), T::from_values(var, &[s.c]))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bn_backward<T: CpuTensor>(x: T, y: T, grad: T, gamma: T, mean: T, var: T, eps: f64, relu: bool) -> (T, T, T) {
+    let s = bn_shape(&x);
+    let (dx, dg, db) = batch_norm::backward(
+        &x.values(),
+        &y.values(),
+        &grad.values(),
+        &gamma.values(),
+        &mean.values(),
+        &var.values(),
+        eps,
+        relu,
+        &s,
+    );
+    (T::from_values(dx, &x.dims()), T::from_values(dg, &[s.c]), T::from_values(db, &[s.c]))
+}
+
+/// Implements the extension for a CPU backend through the functions above; a convolution on
+/// non-f32 tensors falls back to the backend's own.
+macro_rules! cpu_kernels_for {
+    ($backend:ty, $tensor:ty) => {
+        impl CpuKernels for $backend {
+            fn fast_conv2d(x: $tensor, weight: $tensor, stride: usize, pad: usize) -> $tensor {
+                if !x.is_f32() || !weight.is_f32() {
+                    return <$backend as ModuleOps<$backend>>::conv2d(x, weight, None, options(stride, pad));
+                }
+                conv_forward(x, weight, stride, pad)
+            }
+            fn fast_conv2d_input_grad(
+                weight: $tensor,
+                grad: $tensor,
+                h: usize,
+                w: usize,
+                stride: usize,
+                pad: usize,
+            ) -> $tensor {
+                conv_input_grad(weight, grad, h, w, stride, pad)
+            }
+            fn fast_conv2d_weight_grad(
+                x: $tensor,
+                grad: $tensor,
+                kh: usize,
+                kw: usize,
+                stride: usize,
+                pad: usize,
+            ) -> $tensor {
+                conv_weight_grad(x, grad, kh, kw, stride, pad)
+            }
+            fn fast_batch_norm(
+                x: $tensor,
+                gamma: $tensor,
+                beta: $tensor,
+                eps: f64,
+                relu: bool,
+            ) -> ($tensor, $tensor, $tensor) {
+                bn_forward(x, gamma, beta, eps, relu)
+            }
+            fn fast_batch_norm_backward(
+                x: $tensor,
+                y: $tensor,
+                grad: $tensor,
+                gamma: $tensor,
+                mean: $tensor,
+                var: $tensor,
+                eps: f64,
+                relu: bool,
+            ) -> ($tensor, $tensor, $tensor) {
+                bn_backward(x, y, grad, gamma, mean, var, eps, relu)
+            }
+        }
+    };
+}
+
+cpu_kernels_for!(Flex, FlexTensor);
+cpu_kernels_for!(NdArray, NdArrayTensor);
 
 #[derive(Debug)]
 struct FastBatchNormBackward;
@@ -328,14 +397,17 @@ impl<B: CpuKernels, C: CheckpointStrategy> CpuKernels for Autodiff<B, C> {
     }
 }
 
-/// Whether tensors on `device` run on flex (with or without autodiff), where the kernels apply.
-pub fn is_flex(device: &burn::tensor::Device) -> bool {
-    device.clone().inner() == burn::tensor::Device::flex()
+/// Whether tensors on `device` run on a CPU backend the kernels cover: flex or ndarray (with
+/// or without autodiff).
+pub fn is_cpu(device: &burn::tensor::Device) -> bool {
+    let inner = device.clone().inner();
+    inner == burn::tensor::Device::flex() || inner == burn::tensor::Device::ndarray()
 }
 
-/// A bias-free 2-D convolution: the project's kernels on flex, burn's `conv2d` elsewhere.
+/// A bias-free 2-D convolution: the project's kernels on flex and ndarray, burn's `conv2d`
+/// elsewhere.
 pub fn conv2d(x: burn::Tensor<4>, weight: burn::Tensor<4>, stride: usize, pad: usize) -> burn::Tensor<4> {
-    if is_flex(&x.device()) && super::enabled() {
+    if is_cpu(&x.device()) && super::enabled() {
         burn::Tensor::from_dispatch(<Dispatch as CpuKernels>::fast_conv2d(
             x.into_dispatch(),
             weight.into_dispatch(),
@@ -347,12 +419,12 @@ pub fn conv2d(x: burn::Tensor<4>, weight: burn::Tensor<4>, stride: usize, pad: u
     }
 }
 
-/// Runs a `BatchNorm` module (then ReLU when `relu`): one fused kernel each way on flex in
+/// Runs a `BatchNorm` module (then ReLU when `relu`): one fused kernel each way on the CPU in
 /// training mode, updating the running statistics exactly as burn's `BatchNorm` does; burn's
 /// own layers everywhere else (inference mode, other backends).
 pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: burn::Tensor<D>, relu: bool) -> burn::Tensor<D> {
     let device = x.device();
-    if !(is_flex(&device) && super::enabled() && device.is_autodiff() && bn.training.is_enabled()) {
+    if !(is_cpu(&device) && super::enabled() && device.is_autodiff() && bn.training.is_enabled()) {
         let y = bn.forward(x);
         return if relu { burn::tensor::activation::relu(y) } else { y };
     }
@@ -401,10 +473,21 @@ mod tests {
     use burn::prelude::*;
     use burn::tensor::Distribution;
 
-    /// The kernels against burn's own conv2d on flex: output and both gradients.
+    /// The CPU devices the kernels serve, with autodiff.
+    fn cpu_devices() -> [burn::tensor::Device; 2] {
+        [burn::tensor::Device::flex().autodiff(), burn::tensor::Device::ndarray().autodiff()]
+    }
+
+    /// The kernels against burn's own conv2d on flex and ndarray: output and both gradients.
     #[test]
     fn matches_burns_conv2d_output_and_gradients() {
-        let device = burn::tensor::Device::flex().autodiff();
+        for device in cpu_devices() {
+            conv2d_matches_burn(&device);
+        }
+    }
+
+    fn conv2d_matches_burn(device: &burn::tensor::Device) {
+        let device = device.clone();
         device.seed(11);
         for (n, c_in, h, w, c_out, k, stride, pad) in [
             (2, 3, 9, 7, 5, 3, 1, 1),
@@ -454,8 +537,14 @@ mod tests {
     /// output, the three gradients, and the running statistics it leaves.
     #[test]
     fn matches_burns_batch_norm_output_gradients_and_running_stats() {
+        for device in cpu_devices() {
+            batch_norm_matches_burn(&device);
+        }
+    }
+
+    fn batch_norm_matches_burn(device: &burn::tensor::Device) {
         use burn::nn::BatchNormConfig;
-        let device = burn::tensor::Device::flex().autodiff();
+        let device = device.clone();
         device.seed(5);
         for (shape, relu) in [([4, 3, 5, 5], true), ([6, 8, 1, 1], true), ([3, 5, 7, 2], false), ([1, 2, 3, 3], true)] {
             let c = shape[1];

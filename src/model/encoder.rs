@@ -8,7 +8,7 @@ use super::head::ProjectionHead;
 use super::resnet::ResNet;
 
 /// Backbone architectures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     Convnet,
