@@ -2,7 +2,8 @@
 //! measurement says they pay (BENCHMARKS.md, "Training throughput on the CPU": the convnet step
 //! 3.0× faster on flex and 1.2× PyTorch's, ResNet-18 about 1.1× PyTorch's; ndarray ~100×
 //! faster): a 2-D convolution whose forward, input gradient and weight gradient are each
-//! `im2col` + one gemm per chunk of images ([`conv`]), and a training-mode batch norm fused with the ReLU after it, two passes each way ([`batch_norm`]).
+//! `im2col` + one gemm per chunk of images ([`conv`]), and a training-mode batch norm fused
+//! with the ReLU after it, two passes each way ([`batch_norm`]).
 //!
 //! They are reached through a burn backend extension ([`extension`]): implemented for `Flex`,
 //! `NdArray` and for `Autodiff` over them, so training records their backward step; every
