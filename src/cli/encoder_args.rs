@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::ConfigArgs;
@@ -66,6 +66,37 @@ impl Resolved {
     pub fn features(&self, ds: &Dataset, batch: usize, verbose: bool) -> Result<Features> {
         let aug = selfsup_augment::Augmenter::new(self.config.augment.clone())?;
         Ok(extract(&self.extractor(), &aug, ds, None, batch, verbose))
+    }
+
+    /// Opens the `--train` and `--test` folders of a supervised evaluation (stratified subsets
+    /// when limited) and requires both to be labelled; `purpose` names the evaluation in the
+    /// error ("k-NN", "the probe").
+    pub fn open_labeled(
+        &self,
+        train: (&Path, Option<usize>),
+        test: (&Path, Option<usize>),
+        purpose: &str,
+        verbose: bool,
+    ) -> Result<(Dataset, Dataset)> {
+        let train = self.open(train.0, train.1, verbose)?;
+        let test = self.open(test.0, test.1, verbose)?;
+        for (ds, what) in [(&train, "--train"), (&test, "--test")] {
+            if !ds.is_labeled() {
+                bail!(
+                    "{what} {}: {purpose} needs labels (a folder of class sub-folders, CIFAR or IDX)",
+                    ds.root().display()
+                );
+            }
+        }
+        Ok((train, test))
+    }
+
+    /// Features of a labelled dataset (opened by [`open_labeled`](Self::open_labeled)) and
+    /// its labels.
+    pub fn labeled_features(&self, ds: &Dataset, batch: usize, verbose: bool) -> Result<(Features, Vec<u32>)> {
+        let f = self.features(ds, batch, verbose)?;
+        let labels = f.required_labels().context("unlabelled image")?;
+        Ok((f, labels))
     }
 }
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 
 use super::encoder_args::EncoderArgs;
@@ -44,18 +44,12 @@ pub fn evaluate(args: &KnnArgs, verbose: bool) -> Result<EvalRecord> {
     }
     let r = args.encoder.resolve(verbose)?;
     let started = Instant::now();
-    let train = r.open(&args.train, args.train_limit, verbose)?;
-    let test = r.open(&args.test, args.test_limit, verbose)?;
-    for (ds, what) in [(&train, "--train"), (&test, "--test")] {
-        if !ds.is_labeled() {
-            bail!("{what} {}: k-NN needs labels (a folder of class sub-folders, CIFAR or IDX)", ds.root().display());
-        }
-    }
-    let ftr = r.features(&train, args.encoder.batch_size, verbose)?;
-    let fte = r.features(&test, args.encoder.batch_size, verbose)?;
+    let (train, test) =
+        r.open_labeled((&args.train, args.train_limit), (&args.test, args.test_limit), "k-NN", verbose)?;
+    let (ftr, ytr) = r.labeled_features(&train, args.encoder.batch_size, verbose)?;
+    let (fte, yte) = r.labeled_features(&test, args.encoder.batch_size, verbose)?;
     let device = r.encoder.as_ref().map(|e| e.device().clone()).unwrap_or_else(burn::tensor::Device::flex);
-    let labels = |f: &crate::eval::features::Features| f.required_labels().context("unlabelled image");
-    let results = knn(&ftr.emb, &labels(&ftr)?, &fte.emb, &labels(&fte)?, &args.k, args.t, &device);
+    let results = knn(&ftr.emb, &ytr, &fte.emb, &yte, &args.k, args.t, &device);
     let rec = EvalRecord {
         features: r.name.to_string(),
         train: args.train.display().to_string(),

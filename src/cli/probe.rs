@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 
 use super::encoder_args::EncoderArgs;
@@ -47,21 +47,13 @@ pub fn evaluate(args: &ProbeArgs, verbose: bool) -> Result<EvalRecord> {
     }
     let r = args.encoder.resolve(verbose)?;
     let started = Instant::now();
-    let train = r.open(&args.train, args.train_limit, verbose)?;
-    let test = r.open(&args.test, args.test_limit, verbose)?;
-    for (ds, what) in [(&train, "--train"), (&test, "--test")] {
-        if !ds.is_labeled() {
-            bail!(
-                "{what} {}: the probe needs labels (a folder of class sub-folders, CIFAR or IDX)",
-                ds.root().display()
-            );
-        }
-    }
+    let (train, test) =
+        r.open_labeled((&args.train, args.train_limit), (&args.test, args.test_limit), "the probe", verbose)?;
     if train.classes() != test.classes() {
         bail!("--train and --test have different classes ({:?} vs {:?})", train.classes(), test.classes());
     }
-    let ftr = r.features(&train, args.encoder.batch_size, verbose)?;
-    let fte = r.features(&test, args.encoder.batch_size, verbose)?;
+    let (ftr, ytr) = r.labeled_features(&train, args.encoder.batch_size, verbose)?;
+    let (fte, yte) = r.labeled_features(&test, args.encoder.batch_size, verbose)?;
     if verbose {
         eprintln!("fitting the linear probe ({} weight decays, {} features)", args.wd.len(), ftr.dim());
     }
@@ -71,8 +63,7 @@ pub fn evaluate(args: &ProbeArgs, verbose: bool) -> Result<EvalRecord> {
         max_iter: args.max_iter,
         seed: r.config.seed,
     };
-    let labels = |f: &crate::eval::features::Features| f.required_labels().context("unlabelled image");
-    let result = probe(&ftr.emb, &labels(&ftr)?, &fte.emb, &labels(&fte)?, &cfg);
+    let result = probe(&ftr.emb, &ytr, &fte.emb, &yte, &cfg);
     if let Some(dir) = &r.out {
         std::fs::create_dir_all(dir)?;
         let stem = format!("confusion-{}", r.name);
