@@ -1,5 +1,6 @@
 //! The encoder: a backbone and a projection head, built from the `[model]` configuration.
 
+use burn::module::{ModuleVisitor, Param};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -47,11 +48,21 @@ pub struct ModelConfig {
     /// Stem of ResNet backbones (ignored by convnet).
     pub stem: Stem,
     pub head: HeadConfig,
+    /// Under several ranks, batch norm's training statistics over the global batch (SimCLR's
+    /// "global BN"; see `crate::dist::sync_bn`); off, each rank normalizes its own images.
+    /// No effect in one process.
+    #[serde(default)]
+    pub sync_batch_norm: bool,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self { arch: Arch::Convnet, stem: Stem::Cifar, head: HeadConfig { hidden_dim: 0, out_dim: 128, layers: 2 } }
+        Self {
+            arch: Arch::Convnet,
+            stem: Stem::Cifar,
+            head: HeadConfig { hidden_dim: 0, out_dim: 128, layers: 2 },
+            sync_batch_norm: false,
+        }
     }
 }
 
@@ -67,7 +78,23 @@ impl ModelConfig {
         let d = backbone.dim();
         let hidden = if self.head.hidden_dim == 0 { d } else { self.head.hidden_dim };
         let head = ProjectionHead::new(d, hidden, self.head.out_dim, self.head.layers, device);
-        Encoder { backbone, head }
+        let encoder = Encoder { backbone, head };
+        // burn initializes parameters lazily, on first use, drawing from the device's random
+        // stream: left alone, the weights would depend on which parameter is touched first
+        // (a ResNet's forward reaches a block's shortcut before its module order does). Drawing
+        // them all now, in module order, makes a seed give the same weights whatever runs first
+        // (one process, or rank 0 broadcasting to the others).
+        encoder.visit(&mut Materialize);
+        encoder
+    }
+}
+
+/// Reads every parameter once (see [`ModelConfig::init`]).
+struct Materialize;
+
+impl ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
     }
 }
 
