@@ -64,17 +64,33 @@ fn is_real_gpu(kind: &str) -> bool {
     kind == "DiscreteGpu" || kind == "IntegratedGpu"
 }
 
+/// The wgpu device of this process: under several ranks with several discrete GPUs, the GPU
+/// of its local rank (rank `r` on a machine takes GPU `r mod count`); else wgpu's default.
+fn wgpu_device(adapters: &[(String, String, String)]) -> (Device, String) {
+    let discrete = adapters.iter().filter(|(_, k, _)| k == "DiscreteGpu").count();
+    match crate::dist::local_rank() {
+        Some(local) if crate::dist::world().size() > 1 && discrete > 1 => (
+            Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(local % discrete)),
+            format!(" [discrete GPU {} of {discrete}, for local rank {local}]", local % discrete),
+        ),
+        _ => (Device::wgpu(burn::tensor::DeviceKind::DefaultDevice), String::new()),
+    }
+}
+
 /// Resolves `choice` to a device (without autodiff; training adds it).
 pub fn choose(choice: BackendChoice) -> Result<ChosenDevice> {
     match choice {
         BackendChoice::Auto => {
             let adapters = wgpu_adapters();
             match adapters.iter().find(|(_, kind, _)| is_real_gpu(kind)) {
-                Some((name, kind, api)) => Ok(ChosenDevice {
-                    backend: BackendChoice::Wgpu,
-                    device: Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
-                    description: format!("wgpu on {name} ({kind}, {api}) [auto: GPU found]"),
-                }),
+                Some((name, kind, api)) => {
+                    let (device, which) = wgpu_device(&adapters);
+                    Ok(ChosenDevice {
+                        backend: BackendChoice::Wgpu,
+                        device,
+                        description: format!("wgpu on {name} ({kind}, {api}) [auto: GPU found]{which}"),
+                    })
+                }
                 None => Ok(ChosenDevice {
                     backend: BackendChoice::Flex,
                     device: Device::flex(),
@@ -100,11 +116,8 @@ pub fn choose(choice: BackendChoice) -> Result<ChosenDevice> {
                     "--backend wgpu: wgpu found no adapter (no Vulkan/Metal/DX12 driver?); on Debian or Ubuntu, `apt install mesa-vulkan-drivers` gives a software one"
                 );
             };
-            Ok(ChosenDevice {
-                backend: choice,
-                device: Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
-                description: format!("wgpu on {name} ({kind}, {api})"),
-            })
+            let (device, which) = wgpu_device(&adapters);
+            Ok(ChosenDevice { backend: choice, device, description: format!("wgpu on {name} ({kind}, {api}){which}") })
         }
         BackendChoice::Cuda => cuda(),
     }
@@ -112,7 +125,9 @@ pub fn choose(choice: BackendChoice) -> Result<ChosenDevice> {
 
 #[cfg(feature = "cuda")]
 fn cuda() -> Result<ChosenDevice> {
-    Ok(ChosenDevice { backend: BackendChoice::Cuda, device: Device::cuda(0), description: "cuda:0".into() })
+    // Under several ranks, rank r on a machine takes GPU r (one rank per GPU).
+    let index = if crate::dist::world().size() > 1 { crate::dist::local_rank().unwrap_or(0) } else { 0 };
+    Ok(ChosenDevice { backend: BackendChoice::Cuda, device: Device::cuda(index), description: format!("cuda:{index}") })
 }
 
 #[cfg(not(feature = "cuda"))]

@@ -68,6 +68,12 @@ impl Checkpoint {
     /// Reads a checkpoint written by [`save`](Self::save).
     pub fn load(path: &Path) -> Result<Self> {
         let data = std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+        Self::from_bytes(&data, path)
+    }
+
+    /// Parses a checkpoint file's bytes (read from `path`, named in errors): how the ranks of a
+    /// data-parallel run get rank 0's checkpoint.
+    pub fn from_bytes(data: &[u8], path: &Path) -> Result<Self> {
         let bad = |why: String| anyhow::anyhow!("{}: not a selfsup checkpoint ({why})", path.display());
         let (_, header) = SafeTensors::read_metadata(&data).map_err(|e| bad(e.to_string()))?;
         let meta = header.metadata().clone().unwrap_or_default();

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod cpu_kernels;
 pub mod data;
+pub mod dist;
 pub mod eval;
 pub mod loss;
 pub mod model;

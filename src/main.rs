@@ -15,8 +15,39 @@ fn main() -> ExitCode {
     }
     keep_freed_memory();
     let cli = selfsup::cli::Cli::parse();
+    // Under mpirun/srun: join the other ranks (and shut MPI down when `_engine` drops).
+    let (world, _engine) = match selfsup::dist::init() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            return ExitCode::FAILURE;
+        }
+    };
+    let ranks = world.size();
+    if ranks > 1 {
+        selfsup::dist::install(world.clone());
+        // A panic or error on one rank ends every rank (the others would wait for it forever).
+        let w = world.clone();
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            default_hook(info);
+            eprintln!("error (rank {} of {}): selfsup panicked (a bug: please report it); ending every rank", w.rank(), w.size());
+            w.abort(101);
+        }));
+        match selfsup::dist::watchdog::timeout_from_env() {
+            Ok(limit) => selfsup::dist::watchdog::start(world.rank(), ranks, limit),
+            Err(e) => {
+                eprintln!("error (rank {} of {ranks}): {e:#}", world.rank());
+                world.abort(2);
+            }
+        }
+    }
     match selfsup::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if ranks > 1 => {
+            eprintln!("error (rank {} of {ranks}): {}", world.rank(), format!("{e:#}").replace('\n', " "));
+            world.abort(1)
+        }
         Err(e) => {
             eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
             ExitCode::FAILURE

@@ -113,7 +113,7 @@ pub fn run_layers(layers: &[Layer], rounds: usize) -> Vec<LayerTiming> {
             };
             let bn_fwd = [
                 ms(rounds, burn_fwd),
-                ms(rounds, || Dispatch::fast_batch_norm(z.clone(), gamma.clone(), beta.clone(), eps, true)),
+                ms(rounds, || Dispatch::fast_batch_norm(z.clone(), gamma.clone(), beta.clone(), eps, true, false)),
             ];
             let (y, mean, var) = burn_fwd();
             let bn_bwd = [
@@ -132,6 +132,7 @@ pub fn run_layers(layers: &[Layer], rounds: usize) -> Vec<LayerTiming> {
                         var.clone(),
                         eps,
                         true,
+                        false,
                     )
                 }),
             ];

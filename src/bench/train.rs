@@ -1,6 +1,8 @@
 //! `selfsup bench train`: training-step throughput in image pairs per second, on pre-made
 //! tensors (compute alone) and with the real data path (augmentation on the loader thread,
 //! overlapping the steps), so their ratio shows whether loading ever holds the encoder back.
+//! Under `mpirun` every rank steps on its share of the global batch, and the time spent in
+//! collectives is reported beside the step time.
 
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
@@ -13,13 +15,20 @@ use super::median;
 use crate::config::Config;
 use crate::data::Dataset;
 use crate::optim::Optimizer;
-use crate::train::loader::{epoch_order, make_batch};
+use crate::train::loader::{Shard, epoch_order, make_batch};
 use crate::train::step::train_step;
 
 /// Timings of one mode.
 #[derive(Debug, Clone)]
 pub struct TrainBench {
+    /// Pairs per step, all ranks together.
     pub batch: usize,
+    /// Ranks that shared each step.
+    pub ranks: usize,
+    /// Seconds this rank spent in collectives during the timed steps.
+    pub comm_seconds: f64,
+    /// Trainable values of the model (the gradient all-reduce moves this many f32 per step).
+    pub trainable_values: usize,
     /// Seconds of each timed step.
     pub step_seconds: Vec<f64>,
     /// Wall time of all timed steps.
@@ -54,17 +63,28 @@ pub fn run(
     if ds.len() < batch {
         bail!("bench train: {} images, fewer than one batch of {batch}", ds.len());
     }
+    let world = crate::dist::world();
+    let b = crate::dist::per_rank(batch, &*world)?;
+    let shard = Shard { rank: world.rank(), ranks: world.size() };
     let aug = Augmenter::new(cfg.augment.clone())?;
     let device = device.clone().autodiff();
     device.seed(cfg.seed);
     let mut model = cfg.model.init(&device);
+    let trainable_values = crate::named_tensors::collect(&model)
+        .iter()
+        .filter(|t| !t.name.contains("running_"))
+        .map(|t| t.values.len())
+        .sum();
     let mut optim = Optimizer::new(cfg.optim.clone());
     let size = aug.size();
     let order = epoch_order(ds.len(), cfg.seed, 0);
     let total = warmup + steps;
-    let indices = |k: usize| -> Vec<usize> { (0..batch).map(|i| order[(k * batch + i) % order.len()]).collect() };
-    let to_tensor =
-        |views: Vec<f32>| Tensor::<4>::from_data(TensorData::new(views, [2 * batch, 3, size, size]), &device);
+    let indices = |k: usize| -> Vec<usize> {
+        let global: Vec<usize> = (0..batch).map(|i| order[(k * batch + i) % order.len()]).collect();
+        shard.of(&global).to_vec()
+    };
+    let to_tensor = |views: Vec<f32>| Tensor::<4>::from_data(TensorData::new(views, [2 * b, 3, size, size]), &device);
+    let mut comm_start = 0.0;
     let mut step_seconds = Vec::with_capacity(steps);
     let mut start = Instant::now();
     std::thread::scope(|scope| -> Result<()> {
@@ -87,10 +107,11 @@ pub fn run(
         for k in 0..total {
             if k == warmup {
                 start = Instant::now();
+                comm_start = crate::dist::watchdog::seconds_in_collectives();
             }
             let t = Instant::now();
             let views = if loader { rx.recv()? } else { premade.next().expect("made above") };
-            let (trained, out) = train_step(model.clone(), &mut optim, cfg, to_tensor(views), batch, None, 0.01)?;
+            let (trained, out) = train_step(model.clone(), &mut optim, cfg, to_tensor(views), b, None, 0.01, &world)?;
             model = trained;
             if !out.loss.is_finite() {
                 bail!("bench train: the loss became {} at step {k}", out.loss);
@@ -101,5 +122,7 @@ pub fn run(
         }
         Ok(())
     })?;
-    Ok(TrainBench { batch, step_seconds, total_seconds: start.elapsed().as_secs_f64() })
+    let total_seconds = start.elapsed().as_secs_f64();
+    let comm_seconds = crate::dist::watchdog::seconds_in_collectives() - comm_start;
+    Ok(TrainBench { batch, ranks: world.size(), comm_seconds, trainable_values, step_seconds, total_seconds })
 }

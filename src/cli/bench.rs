@@ -159,8 +159,19 @@ pub fn run(cmd: BenchCommand, threads: Option<usize>) -> Result<()> {
             let mut totals = Vec::new();
             for &loader in modes {
                 let r = bench::train::run(&cfg, &chosen.device, &ds, t.steps, t.warmup, loader)?;
-                println!(
-                    "train arch={:?} batch={} size={} device=\"{}\" data={}: median step {:.3} s = {:.1} pairs/s; {} steps in {:.2} s",
+                let ranks = if r.ranks > 1 {
+                    format!(
+                        " ranks={} ({:.1}% of the time in collectives; gradient all-reduce {:.1} MB, projection all-gather {:.2} MB per step)",
+                        r.ranks,
+                        100.0 * r.comm_seconds / r.total_seconds.max(1e-9),
+                        4.0 * r.trainable_values as f64 / 1e6,
+                        (2 * r.batch * cfg.model.head.out_dim * 4) as f64 / 1e6
+                    )
+                } else {
+                    String::new()
+                };
+                root_println(format!(
+                    "train arch={:?} batch={}{ranks} size={} device=\"{}\" data={}: median step {:.3} s = {:.1} pairs/s; {} steps in {:.2} s",
                     cfg.model.arch,
                     r.batch,
                     cfg.augment.size,
@@ -170,14 +181,14 @@ pub fn run(cmd: BenchCommand, threads: Option<usize>) -> Result<()> {
                     r.pairs_per_sec(),
                     r.step_seconds.len(),
                     r.total_seconds
-                );
+                ));
                 totals.push(r.total_seconds);
             }
             if let [premade, loader] = totals[..] {
-                println!("loader / pre-made wall time: {:.3}x", loader / premade);
+                root_println(format!("loader / pre-made wall time: {:.3}x", loader / premade));
             }
             if let Some(rss) = bench::train::peak_rss_bytes() {
-                println!("peak RSS {:.0} MiB", rss as f64 / (1 << 20) as f64);
+                root_println(format!("peak RSS {:.0} MiB (rank 0)", rss as f64 / (1 << 20) as f64));
             }
         }
         BenchCommand::Ops(o) => {
@@ -236,4 +247,11 @@ pub fn run(cmd: BenchCommand, threads: Option<usize>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints on rank 0 only (every rank measures; one reports).
+fn root_println(line: String) {
+    if crate::dist::is_root(&*crate::dist::world()) {
+        println!("{line}");
+    }
 }

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use selfsup_datasets::synthetic::write_shapes;
 
@@ -157,7 +157,8 @@ pub fn run(args: DemoArgs, verbose: bool) -> Result<()> {
                 test_limit: None,
             },
             false,
-        )?;
+        )?
+        .context("the demo runs in one process")?;
         let p = probe(
             &ProbeArgs {
                 encoder,
@@ -170,7 +171,8 @@ pub fn run(args: DemoArgs, verbose: bool) -> Result<()> {
                 test_limit: None,
             },
             false,
-        )?;
+        )?
+        .context("the demo runs in one process")?;
         let k1 = k.knn.as_ref().map_or(0.0, |r| r[0].top1);
         let p1 = p.probe.as_ref().map_or(0.0, |r| r.top1);
         rows.push((k.features.clone(), k1, p1));

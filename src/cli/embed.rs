@@ -26,6 +26,9 @@ pub fn run(args: EmbedArgs, verbose: bool) -> Result<()> {
     let r = args.encoder.resolve(verbose)?;
     let ds = r.open(&args.data, None, verbose)?;
     let f = r.features(&ds, args.encoder.batch_size, verbose)?;
+    if !crate::dist::is_root(&*crate::dist::world()) {
+        return Ok(()); // under mpirun, rank 0 writes the files
+    }
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }

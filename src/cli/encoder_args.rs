@@ -65,7 +65,7 @@ impl Resolved {
     /// Features of a whole dataset.
     pub fn features(&self, ds: &Dataset, batch: usize, verbose: bool) -> Result<Features> {
         let aug = selfsup_augment::Augmenter::new(self.config.augment.clone())?;
-        Ok(extract(&self.extractor(), &aug, ds, None, batch, verbose))
+        Ok(extract(&*crate::dist::world(), &self.extractor(), &aug, ds, None, batch, verbose))
     }
 
     /// Opens the `--train` and `--test` folders of a supervised evaluation (stratified subsets

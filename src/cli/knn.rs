@@ -35,7 +35,8 @@ pub struct KnnArgs {
 }
 
 /// Runs k-NN and returns the record (saved when the encoder has an output folder).
-pub fn evaluate(args: &KnnArgs, verbose: bool) -> Result<EvalRecord> {
+/// `None` on ranks other than 0 of a run under mpirun (they only help extract features).
+pub fn evaluate(args: &KnnArgs, verbose: bool) -> Result<Option<EvalRecord>> {
     if args.k.contains(&0) {
         bail!("--k: every k must be at least 1");
     }
@@ -48,6 +49,9 @@ pub fn evaluate(args: &KnnArgs, verbose: bool) -> Result<EvalRecord> {
         r.open_labeled((&args.train, args.train_limit), (&args.test, args.test_limit), "k-NN", verbose)?;
     let (ftr, ytr) = r.labeled_features(&train, args.encoder.batch_size, verbose)?;
     let (fte, yte) = r.labeled_features(&test, args.encoder.batch_size, verbose)?;
+    if !crate::dist::is_root(&*crate::dist::world()) {
+        return Ok(None);
+    }
     let device = r.encoder.as_ref().map(|e| e.device().clone()).unwrap_or_else(burn::tensor::Device::flex);
     let results = knn(&ftr.emb, &ytr, &fte.emb, &yte, &args.k, args.t, &device);
     let rec = EvalRecord {
@@ -63,7 +67,7 @@ pub fn evaluate(args: &KnnArgs, verbose: bool) -> Result<EvalRecord> {
         probe: None,
     };
     save(&rec, r.out.as_deref(), verbose)?;
-    Ok(rec)
+    Ok(Some(rec))
 }
 
 /// Saves a record where the evaluation has an output folder.
@@ -78,7 +82,7 @@ pub fn save(rec: &EvalRecord, dir: Option<&std::path::Path>, verbose: bool) -> R
 }
 
 pub fn run(args: KnnArgs, verbose: bool) -> Result<()> {
-    let rec = evaluate(&args, verbose)?;
+    let Some(rec) = evaluate(&args, verbose)? else { return Ok(()) };
     println!(
         "k-NN ({} features, {} train / {} test images, t = {}):",
         rec.features, rec.train_images, rec.test_images, args.t

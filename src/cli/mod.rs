@@ -80,7 +80,22 @@ pub fn run(cli: Cli) -> Result<()> {
         anyhow::ensure!(n >= 1, "--threads must be at least 1");
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
     }
-    let verbose = !cli.quiet;
+    let world = crate::dist::world();
+    let distributed = matches!(
+        cli.command,
+        Command::Pretrain(_)
+            | Command::Knn(_)
+            | Command::Probe(_)
+            | Command::Embed(_)
+            | Command::Bench(bench::BenchCommand::Train(_))
+    );
+    if world.size() > 1 && !distributed {
+        anyhow::bail!(
+            "this command runs in one process; start it without mpirun/srun (only pretrain, knn, probe, embed and bench train use several ranks)"
+        );
+    }
+    // Under several ranks only rank 0 shows progress and messages.
+    let verbose = !cli.quiet && crate::dist::is_root(&*world);
     match cli.command {
         Command::Preview(args) => preview::run(args, verbose),
         Command::Pretrain(args) => pretrain::run(args, verbose),

@@ -38,7 +38,8 @@ pub struct ProbeArgs {
     pub test_limit: Option<usize>,
 }
 
-pub fn evaluate(args: &ProbeArgs, verbose: bool) -> Result<EvalRecord> {
+/// `None` on ranks other than 0 of a run under mpirun (they only help extract features).
+pub fn evaluate(args: &ProbeArgs, verbose: bool) -> Result<Option<EvalRecord>> {
     if args.wd.is_empty() || args.wd.iter().any(|w| !(*w >= 0.0 && w.is_finite())) {
         bail!("--wd {:?}: weight decays must be >= 0", args.wd);
     }
@@ -54,6 +55,9 @@ pub fn evaluate(args: &ProbeArgs, verbose: bool) -> Result<EvalRecord> {
     }
     let (ftr, ytr) = r.labeled_features(&train, args.encoder.batch_size, verbose)?;
     let (fte, yte) = r.labeled_features(&test, args.encoder.batch_size, verbose)?;
+    if !crate::dist::is_root(&*crate::dist::world()) {
+        return Ok(None);
+    }
     if verbose {
         eprintln!("fitting the linear probe ({} weight decays, {} features)", args.wd.len(), ftr.dim());
     }
@@ -91,11 +95,11 @@ pub fn evaluate(args: &ProbeArgs, verbose: bool) -> Result<EvalRecord> {
         probe: Some(result),
     };
     save(&rec, r.out.as_deref(), verbose)?;
-    Ok(rec)
+    Ok(Some(rec))
 }
 
 pub fn run(args: ProbeArgs, verbose: bool) -> Result<()> {
-    let rec = evaluate(&args, verbose)?;
+    let Some(rec) = evaluate(&args, verbose)? else { return Ok(()) };
     let p = rec.probe.as_ref().expect("probe record");
     println!(
         "linear probe ({} features, {} train / {} test images): top-1 {:.2}%  top-5 {:.2}%  (weight decay {:e}{})",

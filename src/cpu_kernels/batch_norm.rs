@@ -135,7 +135,38 @@ fn input_grad_row(
     }
 }
 
-/// Forward: returns `(y, mean, var)`.
+/// Sums per-channel statistics over the ranks of a synchronized batch norm
+/// ([`crate::dist::sync_bn`]): `None` normalizes over this process's images alone.
+pub type Reduce<'a> = Option<&'a dyn Fn(&mut [f64])>;
+
+/// Per-channel `(mean, biased variance)` of `x`, over the images of every rank when `reduce`
+/// is given: the sums of `x − K_c` and their squares with a shift `K_c` all ranks share — the
+/// channel's first value alone, else the global mean from a first pass (one more pass over
+/// `x`, and two small all-reduces).
+fn statistics(x: &[f32], s: &BnShape, reduce: Reduce) -> (Vec<f32>, Vec<f64>) {
+    let shift: Vec<f32> = match reduce {
+        None => (0..s.c).map(|ch| x.get(ch * s.spatial).copied().unwrap_or(0.0)).collect(),
+        Some(reduce) => {
+            let sums = channel_sums::<2>(s, |_, _, off| sum_sq(&x[off..off + s.spatial], 0.0));
+            let mut buf: Vec<f64> = sums.iter().map(|v| v[0]).chain([s.m()]).collect();
+            reduce(&mut buf);
+            let m = buf[s.c].max(1.0);
+            buf[..s.c].iter().map(|v| (v / m) as f32).collect()
+        }
+    };
+    let sums = channel_sums::<2>(s, |_, ch, off| sum_sq(&x[off..off + s.spatial], shift[ch]));
+    let mut buf: Vec<f64> = sums.iter().flat_map(|v| *v).chain([s.m()]).collect();
+    if let Some(reduce) = reduce {
+        reduce(&mut buf);
+    }
+    let m = buf[2 * s.c].max(1.0);
+    let shifted_mean: Vec<f64> = (0..s.c).map(|ch| buf[2 * ch] / m).collect();
+    let var: Vec<f64> = (0..s.c).map(|ch| (buf[2 * ch + 1] / m - shifted_mean[ch].powi(2)).max(0.0)).collect();
+    let mean: Vec<f32> = shift.iter().zip(&shifted_mean).map(|(&k, mu)| (f64::from(k) + mu) as f32).collect();
+    (mean, var)
+}
+
+/// Forward: returns `(y, mean, var)`; statistics over every rank's images with `reduce`.
 pub fn forward(
     x: &[f32],
     gamma: &[f32],
@@ -143,13 +174,9 @@ pub fn forward(
     eps: f64,
     relu: bool,
     s: &BnShape,
+    reduce: Reduce,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let shift: Vec<f32> = (0..s.c).map(|ch| x.get(ch * s.spatial).copied().unwrap_or(0.0)).collect();
-    let sums = channel_sums::<2>(s, |_, ch, off| sum_sq(&x[off..off + s.spatial], shift[ch]));
-    let m = s.m();
-    let shifted_mean: Vec<f64> = sums.iter().map(|v| v[0] / m).collect();
-    let var: Vec<f64> = sums.iter().zip(&shifted_mean).map(|(v, mu)| (v[1] / m - mu * mu).max(0.0)).collect();
-    let mean: Vec<f32> = shift.iter().zip(&shifted_mean).map(|(&k, mu)| (f64::from(k) + mu) as f32).collect();
+    let (mean, var) = statistics(x, s, reduce);
     let a: Vec<f32> = (0..s.c).map(|ch| (f64::from(gamma[ch]) / (var[ch] + eps).sqrt()) as f32).collect();
     let y = filled(x.len(), |y| {
         y.par_chunks_mut(s.c * s.spatial).zip(x.par_chunks(s.c * s.spatial)).for_each(|(yi, xi)| {
@@ -163,6 +190,8 @@ pub fn forward(
 }
 
 /// Backward: returns `(dx, dgamma, dbeta)`. `y` is the forward's output (for the ReLU mask).
+/// With `reduce`, `dx` uses `Σg` and `Σg·x̂` over every rank's images, while `dgamma` and
+/// `dbeta` stay this rank's share (the ranks' parameter gradients are summed afterwards).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     x: &[f32],
@@ -174,15 +203,23 @@ pub fn backward(
     eps: f64,
     relu: bool,
     s: &BnShape,
+    reduce: Reduce,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let invstd: Vec<f32> = var.iter().map(|&v| (1.0 / (f64::from(v) + eps).sqrt()) as f32).collect();
     let sums = channel_sums::<2>(s, |_, ch, off| {
         let r = off..off + s.spatial;
         grad_sums(&x[r.clone()], &y[r.clone()], &dy[r], mean[ch], invstd[ch], relu)
     });
-    let m = s.m();
     let dbeta: Vec<f32> = sums.iter().map(|v| v[0] as f32).collect();
     let dgamma: Vec<f32> = sums.iter().map(|v| v[1] as f32).collect();
+    let (sums, m) = match reduce {
+        None => (sums, s.m()),
+        Some(reduce) => {
+            let mut buf: Vec<f64> = sums.iter().flat_map(|v| *v).chain([s.m()]).collect();
+            reduce(&mut buf);
+            ((0..s.c).map(|ch| [buf[2 * ch], buf[2 * ch + 1]]).collect(), buf[2 * s.c])
+        }
+    };
     let block = s.c * s.spatial;
     let dx = filled(x.len(), |dx| {
         dx.par_chunks_mut(block).enumerate().for_each(|(img, dxi)| {
@@ -243,7 +280,7 @@ mod tests {
         let len = s.n * s.c * s.spatial;
         let x: Vec<f32> = data(len, 7).iter().map(|u| 300.0 + 0.03 * u).collect();
         let (gamma, beta) = (vec![1.0f32; s.c], vec![0.0f32; s.c]);
-        let (y, mean, var) = forward(&x, &gamma, &beta, 1e-9, false, &s);
+        let (y, mean, var) = forward(&x, &gamma, &beta, 1e-9, false, &s, None);
         for ch in 0..s.c {
             let idx: Vec<usize> =
                 (0..s.n).flat_map(|i| (0..s.spatial).map(move |p| (i * s.c + ch) * s.spatial + p)).collect();
@@ -271,7 +308,7 @@ mod tests {
             let beta = data(s.c, 3);
             let r = data(len, 4);
             let eps = 1e-5;
-            let (y, mean, var) = forward(&x, &gamma, &beta, eps, relu, &s);
+            let (y, mean, var) = forward(&x, &gamma, &beta, eps, relu, &s, None);
             let f64v = |v: &[f32]| v.iter().map(|&t| f64::from(t)).collect::<Vec<f64>>();
             let (xd, gd, bd, rd) = (f64v(&x), f64v(&gamma), f64v(&beta), f64v(&r));
             // Forward: each output against the naive loss with a one-hot weight.
@@ -287,7 +324,7 @@ mod tests {
                 let v = vals.iter().map(|t| (t - mu).powi(2)).sum::<f64>() / vals.len() as f64;
                 assert!((f64::from(mean[ch]) - mu).abs() < 1e-6 && (f64::from(var[ch]) - v).abs() < 1e-6);
             }
-            let (dx, dg, db) = backward(&x, &y, &r, &gamma, &mean, &var, eps, relu, &s);
+            let (dx, dg, db) = backward(&x, &y, &r, &gamma, &mean, &var, eps, relu, &s, None);
             let h = 1e-6;
             let fd = |which: u8, i: usize| {
                 let (mut xp, mut gp, mut bp) = (xd.clone(), gd.clone(), bd.clone());
@@ -317,6 +354,45 @@ mod tests {
                 assert!((f64::from(dg[ch]) - fd(1, ch)).abs() < 1e-3 * fd(1, ch).abs().max(0.1));
                 assert!((f64::from(db[ch]) - fd(2, ch)).abs() < 1e-3 * fd(2, ch).abs().max(0.1));
             }
+        }
+    }
+
+    /// Synchronized over two ranks (threads), each with half of the images: the outputs and
+    /// input gradients are the whole batch's, and the two ranks' `dgamma`/`dbeta` add up to
+    /// the whole batch's (which the test above holds to naive f64 and finite differences).
+    #[test]
+    fn synchronized_halves_equal_the_whole_batch() {
+        let s = BnShape { n: 6, c: 3, spatial: 10 };
+        let half = BnShape { n: 3, ..s };
+        let len = s.n * s.c * s.spatial;
+        let x: Vec<f32> = data(len, 11).iter().map(|v| 2.0 + v).collect();
+        let gamma: Vec<f32> = data(s.c, 12).iter().map(|v| v + 1.0).collect();
+        let beta = data(s.c, 13);
+        let dy = data(len, 14);
+        let eps = 1e-5;
+        let (y, mean, var) = forward(&x, &gamma, &beta, eps, true, &s, None);
+        let (dx, dg, db) = backward(&x, &y, &dy, &gamma, &mean, &var, eps, true, &s, None);
+        let parts = crate::dist::local::run(2, |world| {
+            let r = world.rank() * len / 2..(world.rank() + 1) * len / 2;
+            let reduce = |b: &mut [f64]| world.all_reduce_sum_f64(b);
+            let (yh, mh, vh) = forward(&x[r.clone()], &gamma, &beta, eps, true, &half, Some(&reduce));
+            let g = backward(&x[r.clone()], &yh, &dy[r], &gamma, &mh, &vh, eps, true, &half, Some(&reduce));
+            (yh, mh, vh, g)
+        });
+        let close = |a: f32, b: f32, tol: f32| (a - b).abs() <= tol * b.abs().max(1.0);
+        for (k, (yh, mh, vh, (dxh, _, _))) in parts.iter().enumerate() {
+            for ch in 0..s.c {
+                assert!(close(mh[ch], mean[ch], 1e-6) && close(vh[ch], var[ch], 1e-5), "rank {k} statistics");
+            }
+            let off = k * len / 2;
+            for i in 0..len / 2 {
+                assert!(close(yh[i], y[off + i], 1e-5), "y[{}]: {} vs {}", off + i, yh[i], y[off + i]);
+                assert!(close(dxh[i], dx[off + i], 1e-4), "dx[{}]: {} vs {}", off + i, dxh[i], dx[off + i]);
+            }
+        }
+        for ch in 0..s.c {
+            let (g, b) = (parts[0].3.1[ch] + parts[1].3.1[ch], parts[0].3.2[ch] + parts[1].3.2[ch]);
+            assert!(close(g, dg[ch], 1e-5) && close(b, db[ch], 1e-5), "dgamma/dbeta of channel {ch}");
         }
     }
 }

@@ -50,12 +50,14 @@ pub trait CpuKernels: Backend {
         pad: usize,
     ) -> FloatTensor<Self>;
     /// Training-mode batch norm over `[n, c, …]`, then ReLU when `relu`: `(y, mean, var)`.
+    /// With `sync`, the statistics are over every rank's images ([`crate::dist::sync_bn`]).
     fn fast_batch_norm(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         eps: f64,
         relu: bool,
+        sync: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
     /// The gradients `(dx, dgamma, dbeta)` of [`fast_batch_norm`](Self::fast_batch_norm).
     #[allow(clippy::too_many_arguments)]
@@ -68,6 +70,7 @@ pub trait CpuKernels: Backend {
         var: FloatTensor<Self>,
         eps: f64,
         relu: bool,
+        sync: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
@@ -162,14 +165,30 @@ fn conv_weight_grad<T: CpuTensor>(x: T, grad: T, kh: usize, kw: usize, stride: u
     T::from_values(conv::weight_grad(&x.values(), &grad.values(), &g), &[c_out, c_in, kh, kw])
 }
 
-fn bn_forward<T: CpuTensor>(x: T, gamma: T, beta: T, eps: f64, relu: bool) -> (T, T, T) {
+/// The reduction over the ranks of a synchronized batch norm, when `sync`.
+fn reducer(sync: bool) -> batch_norm::Reduce<'static> {
+    sync.then_some(&crate::dist::sync_bn::reduce as &dyn Fn(&mut [f64]))
+}
+
+fn bn_forward<T: CpuTensor>(x: T, gamma: T, beta: T, eps: f64, relu: bool, sync: bool) -> (T, T, T) {
     let s = bn_shape(&x);
-    let (y, mean, var) = batch_norm::forward(&x.values(), &gamma.values(), &beta.values(), eps, relu, &s);
+    let (y, mean, var) =
+        batch_norm::forward(&x.values(), &gamma.values(), &beta.values(), eps, relu, &s, reducer(sync));
     (T::from_values(y, &x.dims()), T::from_values(mean, &[s.c]), T::from_values(var, &[s.c]))
 }
 
 #[allow(clippy::too_many_arguments)]
-fn bn_backward<T: CpuTensor>(x: T, y: T, grad: T, gamma: T, mean: T, var: T, eps: f64, relu: bool) -> (T, T, T) {
+fn bn_backward<T: CpuTensor>(
+    x: T,
+    y: T,
+    grad: T,
+    gamma: T,
+    mean: T,
+    var: T,
+    eps: f64,
+    relu: bool,
+    sync: bool,
+) -> (T, T, T) {
     let s = bn_shape(&x);
     let (dx, dg, db) = batch_norm::backward(
         &x.values(),
@@ -181,6 +200,7 @@ fn bn_backward<T: CpuTensor>(x: T, y: T, grad: T, gamma: T, mean: T, var: T, eps
         eps,
         relu,
         &s,
+        reducer(sync),
     );
     (T::from_values(dx, &x.dims()), T::from_values(dg, &[s.c]), T::from_values(db, &[s.c]))
 }
@@ -222,8 +242,9 @@ macro_rules! cpu_kernels_for {
                 beta: $tensor,
                 eps: f64,
                 relu: bool,
+                sync: bool,
             ) -> ($tensor, $tensor, $tensor) {
-                bn_forward(x, gamma, beta, eps, relu)
+                bn_forward(x, gamma, beta, eps, relu, sync)
             }
             fn fast_batch_norm_backward(
                 x: $tensor,
@@ -234,8 +255,9 @@ macro_rules! cpu_kernels_for {
                 var: $tensor,
                 eps: f64,
                 relu: bool,
+                sync: bool,
             ) -> ($tensor, $tensor, $tensor) {
-                bn_backward(x, y, grad, gamma, mean, var, eps, relu)
+                bn_backward(x, y, grad, gamma, mean, var, eps, relu, sync)
             }
         }
     };
@@ -248,16 +270,16 @@ cpu_kernels_for!(NdArray, NdArrayTensor);
 struct FastBatchNormBackward;
 
 impl<B: CpuKernels> Backward<B, 3> for FastBatchNormBackward {
-    /// Input and gamma (checkpointed), the output, batch mean and variance, epsilon, ReLU.
-    type State = (NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f64, bool);
+    /// Input and gamma (checkpointed), the output, batch mean and variance, epsilon, ReLU, sync.
+    type State = (NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f64, bool, bool);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_x, node_gamma, node_beta] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        let (x_state, gamma_state, y, mean, var, eps, relu) = ops.state;
+        let (x_state, gamma_state, y, mean, var, eps, relu, sync) = ops.state;
         let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
         let gamma = checkpointer.retrieve_node_output::<FloatTensor<B>>(gamma_state);
-        let (dx, dgamma, dbeta) = B::fast_batch_norm_backward(x, y, grad, gamma, mean, var, eps, relu);
+        let (dx, dgamma, dbeta) = B::fast_batch_norm_backward(x, y, grad, gamma, mean, var, eps, relu, sync);
         if let Some(node) = node_x {
             grads.register::<B>(node.id, dx);
         }
@@ -299,20 +321,23 @@ impl<B: CpuKernels, C: CheckpointStrategy> CpuKernels for Autodiff<B, C> {
         beta: FloatTensor<Self>,
         eps: f64,
         relu: bool,
+        sync: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let plain = <FloatTensor<Self>>::new;
-        match FastBatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+        let parents = [x.node(), gamma.node(), beta.node()];
+        let forward = |x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>| {
+            B::fast_batch_norm(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), eps, relu, sync)
+        };
+        match FastBatchNormBackward.prepare::<C>(parents).compute_bound().stateful() {
             OpsKind::Tracked(mut prep) => {
                 let x_state = prep.checkpoint(&x);
                 let gamma_state = prep.checkpoint(&gamma);
-                let (y, mean, var) =
-                    B::fast_batch_norm(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), eps, relu);
-                let state = (x_state, gamma_state, y.clone(), mean.clone(), var.clone(), eps, relu);
+                let (y, mean, var) = forward(x, gamma, beta);
+                let state = (x_state, gamma_state, y.clone(), mean.clone(), var.clone(), eps, relu, sync);
                 (prep.finish(state, y), plain(mean), plain(var))
             }
             OpsKind::UnTracked(prep) => {
-                let (y, mean, var) =
-                    B::fast_batch_norm(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), eps, relu);
+                let (y, mean, var) = forward(x, gamma, beta);
                 (prep.finish(y), plain(mean), plain(var))
             }
         }
@@ -327,6 +352,7 @@ impl<B: CpuKernels, C: CheckpointStrategy> CpuKernels for Autodiff<B, C> {
         var: FloatTensor<Self>,
         eps: f64,
         relu: bool,
+        sync: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let (dx, dg, db) = B::fast_batch_norm_backward(
             x.into_primitive(),
@@ -337,6 +363,7 @@ impl<B: CpuKernels, C: CheckpointStrategy> CpuKernels for Autodiff<B, C> {
             var.into_primitive(),
             eps,
             relu,
+            sync,
         );
         let plain = <FloatTensor<Self>>::new;
         (plain(dx), plain(dg), plain(db))
@@ -421,7 +448,9 @@ pub fn conv2d(x: burn::Tensor<4>, weight: burn::Tensor<4>, stride: usize, pad: u
 
 /// Runs a `BatchNorm` module (then ReLU when `relu`): one fused kernel each way on the CPU in
 /// training mode, updating the running statistics exactly as burn's `BatchNorm` does; burn's
-/// own layers everywhere else (inference mode, other backends).
+/// own layers everywhere else (inference mode, other backends). Inside a synchronized batch
+/// norm's scope ([`crate::dist::sync_bn`]) the kernel's statistics are the global batch's (the
+/// training loop refuses `model.sync_batch_norm` where the kernels do not run).
 pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: burn::Tensor<D>, relu: bool) -> burn::Tensor<D> {
     let device = x.device();
     if !(is_cpu(&device) && super::enabled() && device.is_autodiff() && bn.training.is_enabled()) {
@@ -434,6 +463,7 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: burn::Tensor<D>, relu: bool
         bn.beta.val().into_dispatch(),
         bn.epsilon,
         relu,
+        crate::dist::sync_bn::current().is_some(),
     );
     let (mean, var) = (burn::Tensor::<1>::from_dispatch(mean), burn::Tensor::<1>::from_dispatch(var));
     let m = bn.momentum;

@@ -1,6 +1,9 @@
 //! Feature extraction for evaluation: every image's deterministic evaluation view (centred
 //! crop, resize, normalize) through the backbone, in batches on the chosen device — or, for
-//! the `pixels` baseline, the normalized view itself, flattened.
+//! the `pixels` baseline, the normalized view itself, flattened. Under several ranks
+//! (`mpirun … selfsup knn|probe|embed`) each rank extracts its share of every round of
+//! `batch × ranks` images and the rounds' features are gathered, so every rank ends with all of
+//! them, in dataset order.
 
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -8,6 +11,7 @@ use selfsup_augment::Augmenter;
 
 use super::collapse::Embeddings;
 use crate::data::{Dataset, Images};
+use crate::dist::Collective;
 use crate::model::Encoder;
 
 /// Features of a dataset, in dataset order, with its labels.
@@ -54,8 +58,29 @@ fn progress(n: usize, verbose: bool, what: &str) -> ProgressBar {
     pb
 }
 
-/// Extracts features of `indices` of `ds` (all images when `None`), `batch` at a time.
+/// Features of `chunk` (of `aug.view_len()` values each for the pixels): values and dimension.
+fn features_of(ex: &Extractor<'_>, aug: &Augmenter, ds: &Dataset, chunk: &[usize]) -> (Vec<f32>, usize) {
+    let (size, len) = (aug.size(), aug.view_len());
+    if chunk.is_empty() {
+        return (Vec::new(), 0);
+    }
+    let mut views = vec![0.0f32; chunk.len() * len];
+    aug.eval_batch(&Images(ds), chunk, &mut views);
+    match ex {
+        Extractor::Pixels => (views, len),
+        Extractor::Encoder(encoder, device) => {
+            let x = Tensor::<4>::from_data(TensorData::new(views, [chunk.len(), 3, size, size]), *device);
+            let h = encoder.backbone.forward(x);
+            let dim = h.dims()[1];
+            (h.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 features"), dim)
+        }
+    }
+}
+
+/// Extracts features of `indices` of `ds` (all images when `None`), `batch` at a time on each
+/// rank of `world` (every rank must call this alike; `&crate::dist::Single` for one process).
 pub fn extract(
+    world: &dyn Collective,
     ex: &Extractor<'_>,
     aug: &Augmenter,
     ds: &Dataset,
@@ -71,27 +96,27 @@ pub fn extract(
             &all
         }
     };
-    let size = aug.size();
-    let len = aug.view_len();
+    let (rank, ranks) = (world.rank(), world.size());
     let pb = progress(indices.len(), verbose, "features");
     let mut values = Vec::new();
     let mut dim = 0;
-    for chunk in indices.chunks(batch.max(1)) {
-        let mut views = vec![0.0f32; chunk.len() * len];
-        aug.eval_batch(&Images(ds), chunk, &mut views);
-        match ex {
-            Extractor::Pixels => {
-                dim = len;
-                values.extend_from_slice(&views);
-            }
-            Extractor::Encoder(encoder, device) => {
-                let x = Tensor::<4>::from_data(TensorData::new(views, [chunk.len(), 3, size, size]), *device);
-                let h = encoder.backbone.forward(x);
-                dim = h.dims()[1];
-                values.extend(h.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 features"));
+    for round in indices.chunks(batch.max(1) * ranks) {
+        let per = round.len().div_ceil(ranks);
+        let mine = &round[(rank * per).min(round.len())..((rank + 1) * per).min(round.len())];
+        let (v, d) = features_of(ex, aug, ds, mine);
+        if ranks == 1 {
+            values.extend(v);
+            dim = d;
+        } else {
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let gathered = world.all_gather_bytes(&bytes);
+            let floats: usize = gathered.iter().map(|b| b.len() / 4).sum();
+            dim = floats / round.len();
+            for b in gathered {
+                values.extend(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
             }
         }
-        pb.inc(chunk.len() as u64);
+        pb.inc(round.len() as u64);
     }
     pb.finish_and_clear();
     Features {

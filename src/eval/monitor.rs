@@ -179,8 +179,8 @@ impl Monitor {
     pub fn knn(&self, model: &Encoder, device: &Device, ds: &Dataset, aug: &Augmenter) -> KnnResult {
         let model = model.valid();
         let ex = Extractor::Encoder(&model, device);
-        let bank = extract(&ex, aug, ds, Some(&self.bank), 256, false);
-        let queries = extract(&ex, aug, ds, Some(&self.holdout), 256, false);
+        let bank = extract(&crate::dist::Single, &ex, aug, ds, Some(&self.bank), 256, false);
+        let queries = extract(&crate::dist::Single, &ex, aug, ds, Some(&self.holdout), 256, false);
         let labels = |f: &super::features::Features| f.labels.iter().map(|l| l.unwrap_or(0)).collect::<Vec<u32>>();
         knn(
             &bank.emb,

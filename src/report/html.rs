@@ -116,7 +116,7 @@ fn data_pictures(run: &RunDir, dir: &Path, backend: BackendChoice) -> Result<Vec
     let g = crate::preview::grid(&ds, &aug, &picks, cfg.seed);
     crate::atomic::write_with(&preview, |tmp| g.save_with_format(tmp, image::ImageFormat::Png).map_err(Into::into))?;
     out.push(("Augmentations (original, view 1, view 2)".to_string(), preview));
-    let f = extract(&Extractor::Encoder(&enc.encoder, enc.device()), &aug, &ds, None, 256, false);
+    let f = extract(&crate::dist::Single, &Extractor::Encoder(&enc.encoder, enc.device()), &aug, &ds, None, 256, false);
     let rows: Vec<(image::RgbImage, Vec<usize>)> = picks
         .iter()
         .map(|&q| {

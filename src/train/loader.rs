@@ -1,6 +1,8 @@
 //! Feeding the training loop: each epoch visits the images in a seeded random order, and a
 //! worker thread augments batch `k + 1` (on the rayon pool) while the encoder steps on batch
-//! `k`. Incomplete last batches are dropped, as SimCLR does.
+//! `k`. Incomplete last batches are dropped, as SimCLR does. Under several ranks every rank walks
+//! the same order and makes only its [`Shard`] of each step's images (their views are keyed by
+//! image, so the ranks' views together are exactly one process's).
 
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread::Scope;
@@ -30,6 +32,25 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     order
 }
 
+/// Which part of each step's images this process makes: rank `rank` of `ranks` takes the
+/// `rank`-th of `ranks` equal consecutive slices of the global batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub rank: usize,
+    pub ranks: usize,
+}
+
+impl Shard {
+    /// The whole batch (one process).
+    pub const WHOLE: Shard = Shard { rank: 0, ranks: 1 };
+
+    /// This shard's slice of a global batch (whose length the ranks divide).
+    pub fn of<'a>(&self, batch: &'a [usize]) -> &'a [usize] {
+        let b = batch.len() / self.ranks;
+        &batch[self.rank * b..(self.rank + 1) * b]
+    }
+}
+
 /// Makes the batch of `indices`.
 pub fn make_batch(
     ds: &Dataset,
@@ -49,8 +70,8 @@ pub fn make_batch(
 }
 
 /// Starts a worker producing the batches of steps `first_step..` of epoch `epoch` (each of
-/// `batch` images of `order`), at most `prefetch` ahead of the consumer. Dropping the receiver
-/// stops the worker.
+/// `batch` images of `order`, of which this process makes its `shard`), at most `prefetch`
+/// ahead of the consumer. Dropping the receiver stops the worker.
 #[allow(clippy::too_many_arguments)]
 pub fn spawn_epoch<'scope, 'env>(
     scope: &'scope Scope<'scope, 'env>,
@@ -58,6 +79,7 @@ pub fn spawn_epoch<'scope, 'env>(
     aug: &'env Augmenter,
     order: Vec<usize>,
     batch: usize,
+    shard: Shard,
     first_step: u64,
     seed: u64,
     epoch: u64,
@@ -68,7 +90,7 @@ pub fn spawn_epoch<'scope, 'env>(
     scope.spawn(move || {
         for step in first_step..steps {
             let s = step as usize * batch;
-            let b = make_batch(ds, aug, &order[s..s + batch], seed, epoch, step);
+            let b = make_batch(ds, aug, shard.of(&order[s..s + batch]), seed, epoch, step);
             if tx.send(b).is_err() {
                 return;
             }
@@ -90,5 +112,13 @@ mod tests {
         assert_eq!(a, epoch_order(100, 7, 0));
         assert_ne!(a, epoch_order(100, 7, 1));
         assert_ne!(a, epoch_order(100, 8, 0));
+    }
+
+    #[test]
+    fn shards_split_a_batch_into_consecutive_equal_parts() {
+        let batch: Vec<usize> = (10..22).collect();
+        let parts: Vec<&[usize]> = (0..3).map(|rank| Shard { rank, ranks: 3 }.of(&batch)).collect();
+        assert_eq!(parts, vec![&[10, 11, 12, 13][..], &[14, 15, 16, 17][..], &[18, 19, 20, 21][..]]);
+        assert_eq!(Shard::WHOLE.of(&batch), &batch[..]);
     }
 }

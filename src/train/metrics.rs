@@ -27,9 +27,16 @@ pub struct StepMetrics {
     /// Seconds of training since the run started (across resumes).
     #[serde(default)]
     pub elapsed_s: f64,
+    /// Processes (ranks) that trained this step together.
+    #[serde(default = "one")]
+    pub world_size: usize,
     /// Collapse and representation metrics on the held-out images, when computed at this step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitor: Option<MonitorRecord>,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The append-only metrics file.

@@ -5,6 +5,10 @@
 //! exactly (the data order and augmentations are pure functions of the seed, epoch and image).
 //! Collapse statistics and the online k-NN are computed on held-out images (see
 //! [`crate::eval::monitor`]).
+//!
+//! Under `mpirun`/`srun` each rank runs this loop on its share of every step
+//! ([`crate::dist`]); rank 0 alone prints, monitors, and writes the run folder, and the
+//! checkpoint is the same whatever the number of ranks, so a run may resume with another.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use selfsup_augment::Augmenter;
 
-use super::loader::{Batch, epoch_order, spawn_epoch};
+use super::loader::{Batch, Shard, epoch_order, spawn_epoch};
 use super::metrics::{MetricsLog, StepMetrics};
 use super::progress::TrainProgress;
 use super::run_dir::RunDir;
@@ -24,6 +28,7 @@ use crate::backend::{self, BackendChoice};
 use crate::checkpoint::{Checkpoint, Position};
 use crate::config::Config;
 use crate::data::{Dataset, open_dataset};
+use crate::dist::{self, World};
 use crate::eval::monitor::{Monitor, split_holdout};
 use crate::loss::LossKind;
 use crate::model::Encoder;
@@ -75,7 +80,12 @@ struct Trainer<'a> {
     /// Training seconds before this process started (from the checkpoint).
     elapsed_before: f64,
     started: Instant,
+    /// The ranks training together (one process: a world of one).
+    world: World,
 }
+
+/// Parameters are compared across ranks every this many steps (and at each checkpoint).
+const CHECK_EVERY: u64 = 100;
 
 /// The loop's mutable state. (`model` is only `None` for the duration of a step.)
 struct State {
@@ -96,7 +106,7 @@ impl Trainer<'_> {
     fn epoch(
         &self,
         st: &mut State,
-        metrics: &mut MetricsLog,
+        metrics: &mut Option<MetricsLog>,
         progress: &TrainProgress,
         stop: &AtomicBool,
         stop_after: Option<u64>,
@@ -113,6 +123,7 @@ impl Trainer<'_> {
                 self.aug,
                 order,
                 cfg.train.batch_size,
+                Shard { rank: self.world.rank(), ranks: self.world.size() },
                 st.pos.step_in_epoch,
                 cfg.seed,
                 st.pos.epoch,
@@ -124,7 +135,8 @@ impl Trainer<'_> {
                 let Batch { n, views, labels, .. } = b;
                 let x = Tensor::<4>::from_data(TensorData::new(views, [2 * n, 3, size, size]), &self.device);
                 let model = st.model.take().expect("model present between steps");
-                let (trained, out) = train_step(model, &mut st.optim, cfg, x, n, labels.as_deref(), lr)?;
+                let (trained, out) =
+                    train_step(model, &mut st.optim, cfg, x, n, labels.as_deref(), lr, &self.world)?;
                 st.model = Some(trained);
                 let model = st.model.as_ref().expect("just set");
                 let loss = out.loss;
@@ -141,7 +153,10 @@ impl Trainer<'_> {
                 st.pos.global_step += 1;
                 st.pos.step_in_epoch += 1;
                 st.last_loss = Some(loss);
-                window.1 += n as u64;
+                window.1 += (n * self.world.size()) as u64;
+                if st.pos.global_step.is_multiple_of(CHECK_EVERY) {
+                    dist::grads::check_same(&*self.world, model, st.pos.global_step)?;
+                }
                 let images_per_sec = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
                 progress.step(loss, lr, images_per_sec);
 
@@ -181,7 +196,9 @@ impl Trainer<'_> {
                     ));
                     record.get_or_insert_with(Default::default).knn = Some(k);
                 }
-                if record.is_some() || st.pos.global_step.is_multiple_of(cfg.train.log_every) {
+                if let Some(metrics) = metrics.as_mut()
+                    && (record.is_some() || st.pos.global_step.is_multiple_of(cfg.train.log_every))
+                {
                     let scalar = |t: Tensor<1>| t.try_into_scalar::<f32>().map(f64::from).unwrap_or(f64::NAN);
                     metrics.write(&StepMetrics {
                         step: st.pos.global_step,
@@ -192,11 +209,14 @@ impl Trainer<'_> {
                         pos_sim: scalar(out.pos_sim),
                         neg_sim: scalar(out.neg_sim),
                         elapsed_s: self.elapsed(),
+                        world_size: self.world.size(),
                         monitor: record,
                     })?;
                     window = (Instant::now(), 0);
                 }
-                if stop_after.is_some_and(|s| st.pos.global_step >= s) || stop.load(Ordering::SeqCst) {
+                // Every rank stops at the same step (a signal may reach them at different ones).
+                let stopping = stop_after.is_some_and(|s| st.pos.global_step >= s) || stop.load(Ordering::SeqCst);
+                if any_rank(&*self.world, stopping) {
                     return Ok(true);
                 }
             }
@@ -204,10 +224,16 @@ impl Trainer<'_> {
         })
     }
 
+    /// Writes the checkpoint (rank 0; every rank calls this at the same steps).
     fn save(&self, st: &State) -> Result<()> {
+        let model = st.model.as_ref().expect("model present between steps");
+        dist::grads::check_same(&*self.world, model, st.pos.global_step)?;
+        if !dist::is_root(&*self.world) {
+            return Ok(());
+        }
         let ck = Checkpoint {
             position: st.pos,
-            model: named_tensors::collect(st.model.as_ref().expect("model present between steps")),
+            model: named_tensors::collect(model),
             optimizer_steps: st.optim.steps(),
             optimizer: st.optim.export_state(),
             config: self.cfg.to_toml(),
@@ -222,6 +248,16 @@ impl Trainer<'_> {
         ck.save(&self.run.checkpoint())
             .with_context(|| format!("writing checkpoint {}", self.run.checkpoint().display()))
     }
+}
+
+/// Whether `flag` holds on any rank (one small all-reduce; `flag` itself in one process).
+fn any_rank(world: &dyn dist::Collective, flag: bool) -> bool {
+    if world.size() == 1 {
+        return flag;
+    }
+    let mut v = [f64::from(u8::from(flag))];
+    world.all_reduce_sum_f64(&mut v);
+    v[0] > 0.0
 }
 
 /// Installs a Ctrl-C handler once: the first press asks the loop to stop after the current
@@ -245,19 +281,40 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 
 /// Runs (or resumes) a pretraining run.
 pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
-    let run = RunDir::prepare(&opts.out, opts.resume)?;
-    let resumed = if opts.resume { Some(Checkpoint::load(&run.checkpoint())?) } else { None };
+    let world = dist::world();
+    let root = dist::is_root(&*world);
+    // Rank 0 owns the run folder; the others get its checkpoint through MPI (so no rank but
+    // rank 0 needs to see the folder).
+    let run = if root { RunDir::prepare(&opts.out, opts.resume)? } else { RunDir::new(&opts.out) };
+    let resumed = if opts.resume {
+        let bytes = if root {
+            std::fs::read(run.checkpoint())
+                .with_context(|| format!("reading checkpoint {}", run.checkpoint().display()))?
+        } else {
+            Vec::new()
+        };
+        Some(Checkpoint::from_bytes(&world.broadcast_bytes(bytes), &run.checkpoint())?)
+    } else {
+        None
+    };
     let cfg = match &resumed {
         Some(ck) => Config::from_table(toml::from_str(&ck.config).context("checkpoint config")?)
             .context("the checkpoint's configuration no longer validates")?,
         None => opts.config.clone(),
     };
     let chosen = backend::choose(opts.backend.unwrap_or(cfg.train.backend))?;
+    let ranks = if world.size() > 1 {
+        format!("; {} ranks over {} (rank 0's device shown)", world.size(), world.engine())
+    } else {
+        String::new()
+    };
     if opts.verbose {
-        eprintln!("device: {}", chosen.description);
+        eprintln!("device: {}{ranks}", chosen.description);
     }
-    crate::atomic::write_bytes(&run.device(), format!("{}\n", chosen.description).as_bytes())?;
-    if resumed.is_none() {
+    if root {
+        crate::atomic::write_bytes(&run.device(), format!("{}{ranks}\n", chosen.description).as_bytes())?;
+    }
+    if resumed.is_none() && root {
         crate::atomic::write_bytes(&run.config(), cfg.to_toml().as_bytes())?;
         crate::atomic::write_bytes(&run.data(), format!("{}\n", opts.data.display()).as_bytes())?;
     }
@@ -268,7 +325,8 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
     }
     let aug = Augmenter::new(cfg.augment.clone())?;
     let (holdout, train_idx) = split_holdout(&ds, &cfg.monitor, cfg.seed);
-    let monitor = Monitor::new(&cfg.monitor, &ds, &aug, holdout, &train_idx, cfg.seed);
+    // Only rank 0 monitors (the other ranks wait for it in the next step's collectives).
+    let monitor = if root { Monitor::new(&cfg.monitor, &ds, &aug, holdout, &train_idx, cfg.seed) } else { None };
     let train = ds.select(&train_idx);
     let batch = cfg.train.batch_size;
     if train.len() < batch {
@@ -279,6 +337,28 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
             ds.len() - train.len()
         );
     }
+    dist::per_rank(batch, &*world)?;
+    if cfg.model.sync_batch_norm
+        && world.size() > 1
+        && !(crate::cpu_kernels::is_cpu(&chosen.device) && crate::cpu_kernels::enabled())
+    {
+        bail!(
+            "model.sync_batch_norm = true is implemented in selfsup's CPU kernels only (the flex and ndarray backends, SELFSUP_KERNELS not off), not on {}; drop it (each rank then normalizes its own images) or train on the CPU",
+            chosen.backend
+        );
+    }
+    dist::agree::check(
+        &*world,
+        &dist::agree::RunIdentity {
+            config: cfg.to_toml(),
+            options: format!(
+                "--resume={} --stop-after-steps={:?} --stop-on-collapse={} backend={}",
+                opts.resume, opts.stop_after_steps, opts.stop_on_collapse, chosen.backend
+            ),
+            data: dist::agree::data_fingerprint(&ds),
+        },
+        &opts.data,
+    )?;
     if opts.verbose && monitor.is_some() {
         eprintln!("monitoring collapse on {} held-out images", ds.len() - train.len());
     }
@@ -293,6 +373,9 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
         collapsed: false,
     };
     let mut elapsed_before = 0.0;
+    if resumed.is_none() {
+        st.model = Some(dist::grads::broadcast_model(&*world, st.model.take().expect("built above"))?);
+    }
     if let Some(ck) = &resumed {
         st.model = Some(
             named_tensors::apply(st.model.take().expect("built above"), &ck.model)
@@ -330,8 +413,13 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
         stop_on_collapse: opts.stop_on_collapse || cfg.monitor.stop_on_collapse,
         elapsed_before,
         started: Instant::now(),
+        world: world.clone(),
     };
-    let mut metrics = MetricsLog::open(&trainer.run.metrics(), resumed.as_ref().map(|c| c.position.global_step))?;
+    let mut metrics = if root {
+        Some(MetricsLog::open(&trainer.run.metrics(), resumed.as_ref().map(|c| c.position.global_step))?)
+    } else {
+        None
+    };
     let progress = TrainProgress::new(cfg.train.epochs, steps_per_epoch, opts.verbose);
     let stop = interrupt_flag();
     stop.store(false, Ordering::SeqCst);

@@ -1,12 +1,16 @@
 //! One training step: both views through the encoder in a single forward pass, the
 //! contrastive loss on their projections, backward, and the optimizer update. Shared by the
-//! training loop, `selfsup bench train` and the cross-backend tests.
+//! training loop, `selfsup bench train` and the cross-backend tests. The ranks of a
+//! data-parallel run are a parameter ([`crate::dist`]): with one rank every collective is a
+//! no-op; with several, the loss sees the global batch, gradients are summed over the ranks,
+//! and batch norm may use the global batch's statistics.
 
 use anyhow::Result;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 
 use crate::config::Config;
+use crate::dist::{World, global_batch, grads, sync_bn};
 use crate::loss::{LossKind, LossOutput, nt_xent::nt_xent, supcon::supcon};
 use crate::model::Encoder;
 use crate::optim::Optimizer;
@@ -31,8 +35,11 @@ pub fn loss(cfg: &Config, z: Tensor<2>, n: usize, labels: Option<&[u32]>) -> Los
     }
 }
 
-/// Runs one step on `x` (`[2n, 3, s, s]`). When the loss is not finite, the model is returned
-/// unchanged (no update is applied) with the loss, for the caller to report.
+/// Runs one step on `x` (`[2n, 3, s, s]`: this rank's `n` pairs) as one rank of `world`. The
+/// loss (the same value on every rank) is that of the global batch of `n × ranks` pairs. When
+/// it is not finite, the model is returned unchanged (no update is applied) with the loss, for
+/// the caller to report.
+#[allow(clippy::too_many_arguments)]
 pub fn train_step(
     model: Encoder,
     optim: &mut Optimizer,
@@ -41,21 +48,28 @@ pub fn train_step(
     n: usize,
     labels: Option<&[u32]>,
     lr: f64,
+    world: &World,
 ) -> Result<(Encoder, StepOutput)> {
-    let (_, z) = model.forward(x);
-    let out = loss(cfg, z, n, labels);
-    let value: f32 = out
-        .loss
-        .clone()
-        .try_into_scalar::<f32>()
-        .map_err(|e| anyhow::anyhow!("reading the loss from the device: {e:?}"))?;
-    let result = |loss| StepOutput { loss, pos_sim: out.pos_sim.clone(), neg_sim: out.neg_sim.clone() };
-    if !value.is_finite() {
-        return Ok((model, result(value)));
-    }
-    let grads = GradientsParams::from_grads(out.loss.backward(), &model);
-    let model = optim.step(lr, model, grads);
-    Ok((model, result(value)))
+    let synced = cfg.model.sync_batch_norm.then_some(world);
+    sync_bn::scope(synced, || {
+        let (_, z) = model.forward(x);
+        let z = global_batch::projections(&**world, z, n);
+        let labels = global_batch::labels(&**world, labels);
+        let out = loss(cfg, z, n * world.size(), labels.as_deref());
+        let value: f32 = out
+            .loss
+            .clone()
+            .try_into_scalar::<f32>()
+            .map_err(|e| anyhow::anyhow!("reading the loss from the device: {e:?}"))?;
+        let result = |loss| StepOutput { loss, pos_sim: out.pos_sim.clone(), neg_sim: out.neg_sim.clone() };
+        if !value.is_finite() {
+            return Ok((model, result(value)));
+        }
+        let mut grads = GradientsParams::from_grads(out.loss.backward(), &model);
+        grads::all_reduce(&**world, &model, &mut grads);
+        let model = optim.step(lr, model, grads);
+        Ok((model, result(value)))
+    })
 }
 
 #[cfg(test)]
@@ -119,7 +133,8 @@ mod tests {
             let mut optim = Optimizer::new(cfg.optim.clone());
             let mut losses = Vec::new();
             for k in 0..steps {
-                let (m, out) = train_step(model, &mut optim, &cfg, batch(8, 24, k, &device), 8, None, lr).unwrap();
+                let (m, out) = train_step(model, &mut optim, &cfg, batch(8, 24, k, &device), 8, None, lr, &crate::dist::single())
+                        .unwrap();
                 model = m;
                 losses.push(out.loss);
             }
@@ -183,6 +198,135 @@ mod tests {
             for (a, b) in on.iter().zip(&off) {
                 assert!((a - b).abs() <= tol * b.abs(), "{arch:?}: losses {on:?} vs {off:?}");
             }
+        }
+    }
+
+    /// `pairs` pairs of views of `size`² images for step `seed` ([`batch`]'s images), as host
+    /// values: the first views, then the second views.
+    fn host_batch(pairs: usize, size: usize, seed: u64) -> Vec<f32> {
+        batch(pairs, size, seed, &Device::flex()).into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+    }
+
+    /// Rank `r`'s share (of `ranks`) of a host batch of `pairs` pairs: its first views, then its
+    /// second views (what the loader's shard gives it).
+    fn share(all: &[f32], pairs: usize, r: usize, ranks: usize) -> Vec<f32> {
+        let img = all.len() / (2 * pairs);
+        let b = pairs / ranks;
+        let rows = |v: usize| all[(v * pairs + r * b) * img..(v * pairs + (r + 1) * b) * img].to_vec();
+        [rows(0), rows(1)].concat()
+    }
+
+    /// `steps` SGD steps of `arch` from `start` as one rank of `world` (each step's global batch
+    /// is `pairs` pairs of 16 px images, this rank taking its share): losses and tensors after.
+    #[allow(clippy::too_many_arguments)]
+    fn train_as_rank(
+        world: &crate::dist::World,
+        arch: Arch,
+        start: &[NamedTensor],
+        sync_bn: bool,
+        steps: u64,
+        pairs: usize,
+        lr: f64,
+        momentum: f64,
+    ) -> (Vec<f32>, Vec<NamedTensor>) {
+        let mut cfg = Config::default();
+        cfg.model.arch = arch;
+        cfg.model.sync_batch_norm = sync_bn;
+        cfg.optim.kind = OptimKind::Sgd;
+        cfg.optim.momentum = momentum;
+        cfg.optim.weight_decay = 0.0;
+        let device = Device::flex().autodiff();
+        let mut model = crate::named_tensors::apply(cfg.model.init(&device), start).unwrap();
+        let mut optim = Optimizer::new(cfg.optim.clone());
+        let b = pairs / world.size();
+        let mut losses = Vec::new();
+        for k in 0..steps {
+            let x = share(&host_batch(pairs, 16, k), pairs, world.rank(), world.size());
+            let x = Tensor::<4>::from_data(TensorData::new(x, [2 * b, 3, 16, 16]), &device);
+            let (m, out) = train_step(model, &mut optim, &cfg, x, b, None, lr, world).unwrap();
+            model = m;
+            losses.push(out.loss);
+        }
+        (losses, collect(&model))
+    }
+
+    /// Holds two sets of tensors to each other: every value within 10⁻⁴ (of 1, or of the
+    /// tensor's scale when larger) and, with `change = Some((start, tol))`, every tensor's change
+    /// from `start` within `tol` of the reference change's largest value — the stricter test,
+    /// since a step changes weights little (a gradient that lost a term fails it).
+    fn assert_close(got: &[NamedTensor], want: &[NamedTensor], change: Option<(&[NamedTensor], f32)>, what: &str) {
+        assert_eq!(got.len(), want.len());
+        for (k, (a, b)) in got.iter().zip(want).enumerate() {
+            assert_eq!(a.name, b.name);
+            let worst = a.values.iter().zip(&b.values).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            let scale = b.values.iter().fold(1f32, |m, v| m.max(v.abs()));
+            assert!(worst <= 1e-4 * scale, "{what}: {} differs by {worst}", a.name);
+            if let Some((start, tol)) = change {
+                let moved = b.values.iter().zip(&start[k].values).fold(0f32, |m, (y, z)| m.max((y - z).abs()));
+                assert!(worst <= tol * moved + 1e-7, "{what}: {} differs by {worst}, its change is {moved}", a.name);
+            }
+        }
+    }
+
+    /// Two ranks (threads) of 8 pairs with synchronized batch norm train exactly as one process
+    /// with the 16 pairs: the same losses and, after three SGD-momentum steps, the same weights
+    /// and running statistics (convnet; ResNet-18 for one step).
+    #[test]
+    fn two_ranks_with_sync_bn_train_as_one_process() {
+        for (arch, steps) in [(Arch::Convnet, 3), (Arch::Resnet18, 1)] {
+            let start = init(arch);
+            let (want_loss, want) = train_as_rank(&crate::dist::single(), arch, &start, true, steps, 16, 0.05, 0.9);
+            let ranks = crate::dist::local::run(2, |w| train_as_rank(&w, arch, &start, true, steps, 16, 0.05, 0.9));
+            for (r, (loss, got)) in ranks.iter().enumerate() {
+                for (a, b) in loss.iter().zip(&want_loss) {
+                    assert!((a - b).abs() <= 1e-5 * b.abs(), "{arch:?} rank {r}: losses {loss:?} vs {want_loss:?}");
+                }
+                // ResNet-18's many near-zero pre-activations make rounding flip a few ReLUs (see
+                // above), so its change is not held element by element.
+                let change = (arch == Arch::Convnet).then_some((&start[..], 1e-3));
+                assert_close(got, &want, change, &format!("{arch:?} rank {r}"));
+            }
+            assert_eq!(ranks[0].1, ranks[1].1, "{arch:?}: the ranks' tensors differ");
+        }
+    }
+
+    /// Without synchronized batch norm, two ranks equal one process whose batch norm sees each
+    /// rank's images separately (the encoder run once per half, in one graph) while its loss
+    /// sees the whole batch: this isolates the global negatives' gradient. One plain SGD step
+    /// (lr 1), so each weight's change is its gradient.
+    #[test]
+    fn two_ranks_without_sync_bn_equal_one_process_normalizing_each_half() {
+        let (arch, pairs) = (Arch::Convnet, 16);
+        let start = init(arch);
+        let mut cfg = Config::default();
+        cfg.model.arch = arch;
+        cfg.optim.kind = OptimKind::Sgd;
+        cfg.optim.momentum = 0.0;
+        cfg.optim.weight_decay = 0.0;
+        let device = Device::flex().autodiff();
+        let model = crate::named_tensors::apply(cfg.model.init(&device), &start).unwrap();
+        let all = host_batch(pairs, 16, 0);
+        let b = pairs / 2;
+        let z: Vec<Tensor<2>> = (0..2)
+            .map(|r| {
+                let x = Tensor::<4>::from_data(TensorData::new(share(&all, pairs, r, 2), [2 * b, 3, 16, 16]), &device);
+                model.forward(x).1
+            })
+            .collect();
+        let rows = |r: usize, v: usize| z[r].clone().narrow(0, v * b, b);
+        let global = Tensor::cat(vec![rows(0, 0), rows(1, 0), rows(0, 1), rows(1, 1)], 0);
+        let out = loss(&cfg, global, pairs, None);
+        let want_loss = out.loss.clone().into_scalar::<f32>();
+        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+        let want = collect(&Optimizer::new(cfg.optim.clone()).step(1.0, model, grads));
+        let trainable = |t: &[NamedTensor]| -> Vec<NamedTensor> {
+            t.iter().filter(|t| !t.name.contains("running_")).cloned().collect()
+        };
+        let ranks = crate::dist::local::run(2, |w| train_as_rank(&w, arch, &start, false, 1, pairs, 1.0, 0.0));
+        for (r, (loss, got)) in ranks.iter().enumerate() {
+            assert!((loss[0] - want_loss).abs() <= 1e-5 * want_loss.abs(), "rank {r}: {} vs {want_loss}", loss[0]);
+            let start = trainable(&start);
+            assert_close(&trainable(got), &trainable(&want), Some((&start, 1e-3)), &format!("rank {r}"));
         }
     }
 }
