@@ -9,7 +9,8 @@
 //! lightly's and solo-learn's `GatherLayer` reach by an all-reduce in the backward pass.
 //!
 //! The loss itself (a `2B × 2B` similarity matrix) is computed by every rank: at SimCLR's 4,096
-//! pairs that is ~10 GFLOP a step per rank, small beside the encoder's.
+//! pairs that is ~50 GFLOP a step per rank (forward and backward), small beside the encoder's
+//! on a GPU (BENCHMARKS.md, "On paper: larger clusters").
 
 use burn::prelude::*;
 
