@@ -135,9 +135,10 @@ pub struct Engine {
 /// has the `mpi` feature), else one process. A launch of several ranks without MPI support is
 /// an error, rather than N copies of one run writing the same folder.
 pub fn init() -> Result<(World, Engine)> {
+    // One rank (`mpirun -np 1`, or a Slurm batch step outside `srun`) is one process: MPI is not
+    // started, so nothing depends on a launcher that is not needed.
     match launched() {
-        None => Ok((single(), Engine::new_single())),
-        Some((_, 1)) if !cfg!(feature = "mpi") => Ok((single(), Engine::new_single())),
+        None | Some((_, 0 | 1)) => Ok((single(), Engine::new_single())),
         Some((rank, size)) => init_mpi(rank, size),
     }
 }
