@@ -76,11 +76,15 @@ impl ConfigArgs {
 
 /// Parses the command line and runs the command.
 pub fn run(cli: Cli) -> Result<()> {
-    if let Some(n) = cli.threads {
+    let world = crate::dist::world();
+    // Several ranks on one machine share its cores, unless told otherwise.
+    let threads = cli.threads.or_else(|| {
+        std::env::var_os("RAYON_NUM_THREADS").is_none().then(|| crate::dist::default_threads(&*world)).flatten()
+    });
+    if let Some(n) = threads {
         anyhow::ensure!(n >= 1, "--threads must be at least 1");
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
     }
-    let world = crate::dist::world();
     let distributed = matches!(
         cli.command,
         Command::Pretrain(_)

@@ -124,6 +124,24 @@ pub fn local_rank() -> Option<usize> {
         .find_map(|k| std::env::var(k).ok().and_then(|v| v.trim().parse().ok()))
 }
 
+/// How many ranks share this machine, from the launcher.
+pub fn local_size() -> Option<usize> {
+    ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().and_then(|v| v.trim().parse().ok()))
+        .filter(|&n: &usize| n >= 1)
+}
+
+/// Worker threads for a rank when the user chose none: the machine's cores shared among the
+/// ranks on it (`None` in one process, or when the launcher does not say how many share it).
+pub fn default_threads(world: &dyn Collective) -> Option<usize> {
+    if world.size() == 1 {
+        return None;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    local_size().map(|ranks| (cores / ranks).max(1))
+}
+
 /// Keeps the engine alive for the process's lifetime; dropping it shuts the engine down
 /// (MPI_Finalize), so hold it in `main` until the command has finished.
 pub struct Engine {
