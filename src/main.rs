@@ -31,7 +31,11 @@ fn main() -> ExitCode {
         let default_hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             default_hook(info);
-            eprintln!("error (rank {} of {}): selfsup panicked (a bug: please report it); ending every rank", w.rank(), w.size());
+            eprintln!(
+                "error (rank {} of {}): selfsup panicked (a bug: please report it); ending every rank",
+                w.rank(),
+                w.size()
+            );
             w.abort(101);
         }));
         match selfsup::dist::watchdog::timeout_from_env() {

@@ -43,7 +43,8 @@ fn losses(device: Device, weights: &[NamedTensor], batches: &[Vec<f32>], cfg: &C
         .iter()
         .map(|views| {
             let x = Tensor::<4>::from_data(TensorData::new(views.clone(), [2 * BATCH, 3, s, s]), &device);
-            let (trained, out) = train_step(model.clone(), &mut opt, cfg, x, BATCH, None, 0.05, &selfsup::dist::single()).unwrap();
+            let (trained, out) =
+                train_step(model.clone(), &mut opt, cfg, x, BATCH, None, 0.05, &selfsup::dist::single()).unwrap();
             model = trained;
             out.loss
         })

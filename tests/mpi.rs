@@ -240,7 +240,16 @@ fn a_killed_rank_ends_the_run_naming_it_and_the_checkpoint_resumes_in_one_proces
     let step = checkpoint_step(&out);
     assert!(step >= 3, "a checkpoint of at least one epoch (3 steps): {step}");
     let stop = (step + 2).to_string();
-    let (o, err) = run(&["pretrain", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume", "--stop-after-steps", &stop]);
+    let (o, err) = run(&[
+        "pretrain",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--resume",
+        "--stop-after-steps",
+        &stop,
+    ]);
     assert!(o.status.success(), "resume in one process: {err}");
     assert_eq!(checkpoint_step(&out), step + 2);
 }
@@ -259,7 +268,10 @@ fn a_hung_rank_ends_the_run_after_the_collective_timeout() {
     let (st, err) = launch.wait(Duration::from_secs(60));
     let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
     assert!(!st.success(), "the run must fail: {err}");
-    assert!(err.contains("rank 0 of 2") && err.contains("waited") && err.contains("SELFSUP_COLLECTIVE_TIMEOUT"), "{err}");
+    assert!(
+        err.contains("rank 0 of 2") && err.contains("waited") && err.contains("SELFSUP_COLLECTIVE_TIMEOUT"),
+        "{err}"
+    );
     Checkpoint::load(&out.join("checkpoint.safetensors")).expect("the last checkpoint is intact");
 }
 

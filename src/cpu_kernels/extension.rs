@@ -449,11 +449,16 @@ pub fn conv2d(x: burn::Tensor<4>, weight: burn::Tensor<4>, stride: usize, pad: u
 /// Runs a `BatchNorm` module (then ReLU when `relu`): one fused kernel each way on the CPU in
 /// training mode, updating the running statistics exactly as burn's `BatchNorm` does; burn's
 /// own layers everywhere else (inference mode, other backends). Inside a synchronized batch
-/// norm's scope ([`crate::dist::sync_bn`]) the kernel's statistics are the global batch's (the
-/// training loop refuses `model.sync_batch_norm` where the kernels do not run).
+/// norm's scope ([`crate::dist::sync_bn`]) training statistics are the global batch's: the
+/// kernel's on the CPU, burn's operations with a differentiable all-reduce elsewhere.
 pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: burn::Tensor<D>, relu: bool) -> burn::Tensor<D> {
     let device = x.device();
-    if !(is_cpu(&device) && super::enabled() && device.is_autodiff() && bn.training.is_enabled()) {
+    let training = device.is_autodiff() && bn.training.is_enabled();
+    let synced = crate::dist::sync_bn::current();
+    if !(is_cpu(&device) && super::enabled() && training) {
+        if let Some(world) = synced.filter(|_| training) {
+            return crate::dist::sync_bn::batch_norm(bn, x, relu, &world);
+        }
         let y = bn.forward(x);
         return if relu { burn::tensor::activation::relu(y) } else { y };
     }
@@ -463,7 +468,7 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: burn::Tensor<D>, relu: bool
         bn.beta.val().into_dispatch(),
         bn.epsilon,
         relu,
-        crate::dist::sync_bn::current().is_some(),
+        synced.is_some(),
     );
     let (mean, var) = (burn::Tensor::<1>::from_dispatch(mean), burn::Tensor::<1>::from_dispatch(var));
     let m = bn.momentum;

@@ -76,7 +76,9 @@ fn config_differences(mine: &str, root: &str, rank: usize) -> Vec<String> {
     let none = "(unset)".to_string();
     keys.into_iter()
         .filter(|k| a.get(*k) != b.get(*k))
-        .map(|k| format!("{k} = {} on rank {rank} but {} on rank 0", a.get(k).unwrap_or(&none), b.get(k).unwrap_or(&none)))
+        .map(|k| {
+            format!("{k} = {} on rank {rank} but {} on rank 0", a.get(k).unwrap_or(&none), b.get(k).unwrap_or(&none))
+        })
         .collect()
 }
 

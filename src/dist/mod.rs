@@ -9,10 +9,11 @@
 //! global batch, each rank augments and encodes its slice of every step's images
 //! ([`crate::train::loader`]), the loss sees the whole global batch ([`global_batch`]), the
 //! gradients are summed over the ranks ([`grads`]), and batch norm may use the global batch's
-//! statistics ([`sync_bn`]). Ranks agree on the configuration and data before the first step
+//! statistics ([`sync_bn`], [`all_reduce_op`]). Ranks agree on the configuration and data before the first step
 //! ([`agree`]), and a collective that waits too long ends the process ([`watchdog`]).
 
 pub mod agree;
+pub mod all_reduce_op;
 pub mod global_batch;
 pub mod grads;
 #[cfg(test)]
@@ -187,9 +188,7 @@ fn init_mpi(rank: usize, size: usize) -> Result<(World, Engine)> {
 pub fn per_rank(batch: usize, world: &dyn Collective) -> Result<usize> {
     let n = world.size();
     if !batch.is_multiple_of(n) || batch / n < 1 {
-        bail!(
-            "train.batch_size = {batch} (the global batch) does not divide among {n} ranks: use a multiple of {n}"
-        );
+        bail!("train.batch_size = {batch} (the global batch) does not divide among {n} ranks: use a multiple of {n}");
     }
     Ok(batch / n)
 }

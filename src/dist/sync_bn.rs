@@ -1,9 +1,10 @@
 //! Synchronized batch norm (`model.sync_batch_norm`, SimCLR's "global BN"): while a training
-//! step runs inside [`scope`] with a world of several ranks, the CPU kernels' training-mode
-//! batch norm (`crate::cpu_kernels::batch_norm`) takes its per-channel statistics over the
-//! global batch — the forward sums `Σx` and `Σ(x − μ)²` and the backward sums `Σg` and `Σg·x̂`
-//! are summed over the ranks — so that N ranks × B/N images normalize exactly as one process
-//! × B. Outside a scope (or with one rank) each process normalizes its own images.
+//! step runs inside [`scope`] with a world of several ranks, training-mode batch norm
+//! (`crate::cpu_kernels::batch_norm`: the CPU kernel, or [`batch_norm`] here on other devices)
+//! takes its per-channel statistics over the global batch — the forward sums `Σx` and
+//! `Σ(x − μ)²` and the backward sums `Σg` and `Σg·x̂` are summed over the ranks — so that N
+//! ranks × B/N images normalize exactly as one process × B. Outside a scope (or with one rank)
+//! each process normalizes its own images.
 //!
 //! The step's forward and backward both run on the calling thread (burn's autodiff runs the
 //! backward where `backward()` is called), so a thread-local scope reaches both.
@@ -35,4 +36,42 @@ pub fn reduce(sums: &mut [f64]) {
     if let Some(w) = current() {
         w.all_reduce_sum_f64(sums);
     }
+}
+
+/// Training-mode batch norm (then ReLU when `relu`) with the global batch's statistics, in
+/// burn's tensor operations: for devices and settings the CPU kernels do not cover (wgpu,
+/// `SELFSUP_KERNELS=off`). The per-channel sums `Σx` and `Σ(x − μ)²` go through the
+/// differentiable all-reduce ([`super::all_reduce_op`]), so autodiff gives the synchronized
+/// backward. Updates the running statistics as the kernels do (biased variance).
+pub fn batch_norm<const D: usize>(
+    bn: &burn::nn::BatchNorm,
+    x: burn::Tensor<D>,
+    relu: bool,
+    world: &World,
+) -> burn::Tensor<D> {
+    use super::all_reduce_op::all_reduce_sum;
+    let dims = x.dims();
+    let c = dims[1];
+    let local = x.shape().num_elements() / c.max(1);
+    let mut count = [local as f64];
+    world.all_reduce_sum_f64(&mut count);
+    let m = count[0].max(1.0);
+    // Channels first, everything else flattened: [c, images × positions].
+    let mut swapped = dims;
+    swapped.swap(0, 1);
+    let flat = x.swap_dims(0, 1).reshape([c, local]);
+    let mean = all_reduce_sum(flat.clone().sum_dim(1).reshape([c])).div_scalar(m);
+    let centered = flat - mean.clone().reshape([c, 1]);
+    let var = all_reduce_sum(centered.clone().powi_scalar(2).sum_dim(1).reshape([c])).div_scalar(m);
+    let scale = bn.gamma.val().div(var.clone().add_scalar(bn.epsilon).sqrt());
+    let y = centered * scale.reshape([c, 1]) + bn.beta.val().reshape([c, 1]);
+    let y = y.reshape(swapped).swap_dims(0, 1);
+    let momentum = bn.momentum;
+    let device = mean.device();
+    let running = |old: burn::Tensor<1>, new: burn::Tensor<1>| {
+        old.to_device(&device).mul_scalar(1.0 - momentum).add(new.detach().mul_scalar(momentum)).detach()
+    };
+    bn.running_mean.update(running(bn.running_mean.value_sync(), mean));
+    bn.running_var.update(running(bn.running_var.value_sync(), var));
+    if relu { burn::tensor::activation::relu(y) } else { y }
 }

@@ -135,8 +135,7 @@ impl Trainer<'_> {
                 let Batch { n, views, labels, .. } = b;
                 let x = Tensor::<4>::from_data(TensorData::new(views, [2 * n, 3, size, size]), &self.device);
                 let model = st.model.take().expect("model present between steps");
-                let (trained, out) =
-                    train_step(model, &mut st.optim, cfg, x, n, labels.as_deref(), lr, &self.world)?;
+                let (trained, out) = train_step(model, &mut st.optim, cfg, x, n, labels.as_deref(), lr, &self.world)?;
                 st.model = Some(trained);
                 let model = st.model.as_ref().expect("just set");
                 let loss = out.loss;
@@ -338,15 +337,6 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
         );
     }
     dist::per_rank(batch, &*world)?;
-    if cfg.model.sync_batch_norm
-        && world.size() > 1
-        && !(crate::cpu_kernels::is_cpu(&chosen.device) && crate::cpu_kernels::enabled())
-    {
-        bail!(
-            "model.sync_batch_norm = true is implemented in selfsup's CPU kernels only (the flex and ndarray backends, SELFSUP_KERNELS not off), not on {}; drop it (each rank then normalizes its own images) or train on the CPU",
-            chosen.backend
-        );
-    }
     dist::agree::check(
         &*world,
         &dist::agree::RunIdentity {

@@ -133,7 +133,8 @@ mod tests {
             let mut optim = Optimizer::new(cfg.optim.clone());
             let mut losses = Vec::new();
             for k in 0..steps {
-                let (m, out) = train_step(model, &mut optim, &cfg, batch(8, 24, k, &device), 8, None, lr, &crate::dist::single())
+                let (m, out) =
+                    train_step(model, &mut optim, &cfg, batch(8, 24, k, &device), 8, None, lr, &crate::dist::single())
                         .unwrap();
                 model = m;
                 losses.push(out.loss);
@@ -229,6 +230,39 @@ mod tests {
         lr: f64,
         momentum: f64,
     ) -> (Vec<f32>, Vec<NamedTensor>) {
+        train_as_rank_with(true, world, arch, start, sync_bn, steps, pairs, lr, momentum)
+    }
+
+    /// [`train_as_rank`] with the CPU kernels on or off (off: burn's batch norm, and the
+    /// tensor-operation form of the synchronized one, as on a GPU).
+    #[allow(clippy::too_many_arguments)]
+    fn train_as_rank_with(
+        kernels: bool,
+        world: &crate::dist::World,
+        arch: Arch,
+        start: &[NamedTensor],
+        sync_bn: bool,
+        steps: u64,
+        pairs: usize,
+        lr: f64,
+        momentum: f64,
+    ) -> (Vec<f32>, Vec<NamedTensor>) {
+        crate::cpu_kernels::with_kernels(kernels, || {
+            train_steps(world, arch, start, sync_bn, steps, pairs, lr, momentum)
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn train_steps(
+        world: &crate::dist::World,
+        arch: Arch,
+        start: &[NamedTensor],
+        sync_bn: bool,
+        steps: u64,
+        pairs: usize,
+        lr: f64,
+        momentum: f64,
+    ) -> (Vec<f32>, Vec<NamedTensor>) {
         let mut cfg = Config::default();
         cfg.model.arch = arch;
         cfg.model.sync_batch_norm = sync_bn;
@@ -275,8 +309,8 @@ mod tests {
     fn two_ranks_with_sync_bn_train_as_one_process() {
         for (arch, steps) in [(Arch::Convnet, 3), (Arch::Resnet18, 1)] {
             let start = init(arch);
-            let (want_loss, want) = train_as_rank(&crate::dist::single(), arch, &start, true, steps, 16, 0.05, 0.9);
-            let ranks = crate::dist::local::run(2, |w| train_as_rank(&w, arch, &start, true, steps, 16, 0.05, 0.9));
+            let (want_loss, want) = train_as_rank(&crate::dist::single(), arch, &start, true, steps, 16, 0.01, 0.9);
+            let ranks = crate::dist::local::run(2, |w| train_as_rank(&w, arch, &start, true, steps, 16, 0.01, 0.9));
             for (r, (loss, got)) in ranks.iter().enumerate() {
                 for (a, b) in loss.iter().zip(&want_loss) {
                     assert!((a - b).abs() <= 1e-5 * b.abs(), "{arch:?} rank {r}: losses {loss:?} vs {want_loss:?}");
@@ -287,6 +321,23 @@ mod tests {
                 assert_close(got, &want, change, &format!("{arch:?} rank {r}"));
             }
             assert_eq!(ranks[0].1, ranks[1].1, "{arch:?}: the ranks' tensors differ");
+        }
+    }
+
+    /// The same with the kernels off: batch norm synchronized in burn's operations through the
+    /// differentiable all-reduce (the form wgpu and cuda use), against burn's own batch norm in
+    /// one process.
+    #[test]
+    fn two_ranks_with_sync_bn_in_tensor_operations_train_as_one_process() {
+        let arch = Arch::Convnet;
+        let start = init(arch);
+        let (want_loss, want) = train_as_rank_with(false, &crate::dist::single(), arch, &start, true, 3, 16, 0.01, 0.9);
+        let ranks = crate::dist::local::run(2, |w| train_as_rank_with(false, &w, arch, &start, true, 3, 16, 0.01, 0.9));
+        for (r, (loss, got)) in ranks.iter().enumerate() {
+            for (a, b) in loss.iter().zip(&want_loss) {
+                assert!((a - b).abs() <= 1e-5 * b.abs(), "rank {r}: losses {loss:?} vs {want_loss:?}");
+            }
+            assert_close(got, &want, Some((&start[..], 1e-3)), &format!("rank {r}"));
         }
     }
 
