@@ -218,25 +218,11 @@ mod tests {
     }
 
     /// `steps` SGD steps of `arch` from `start` as one rank of `world` (each step's global batch
-    /// is `pairs` pairs of 16 px images, this rank taking its share): losses and tensors after.
+    /// is `pairs` pairs of 16 px images, this rank taking its share), with the CPU kernels on or
+    /// off (off: burn's batch norm, and the tensor-operation form of the synchronized one, as on
+    /// a GPU): losses and tensors after.
     #[allow(clippy::too_many_arguments)]
     fn train_as_rank(
-        world: &crate::dist::World,
-        arch: Arch,
-        start: &[NamedTensor],
-        sync_bn: bool,
-        steps: u64,
-        pairs: usize,
-        lr: f64,
-        momentum: f64,
-    ) -> (Vec<f32>, Vec<NamedTensor>) {
-        train_as_rank_with(true, world, arch, start, sync_bn, steps, pairs, lr, momentum)
-    }
-
-    /// [`train_as_rank`] with the CPU kernels on or off (off: burn's batch norm, and the
-    /// tensor-operation form of the synchronized one, as on a GPU).
-    #[allow(clippy::too_many_arguments)]
-    fn train_as_rank_with(
         kernels: bool,
         world: &crate::dist::World,
         arch: Arch,
@@ -248,40 +234,26 @@ mod tests {
         momentum: f64,
     ) -> (Vec<f32>, Vec<NamedTensor>) {
         crate::cpu_kernels::with_kernels(kernels, || {
-            train_steps(world, arch, start, sync_bn, steps, pairs, lr, momentum)
+            let mut cfg = Config::default();
+            cfg.model.arch = arch;
+            cfg.model.sync_batch_norm = sync_bn;
+            cfg.optim.kind = OptimKind::Sgd;
+            cfg.optim.momentum = momentum;
+            cfg.optim.weight_decay = 0.0;
+            let device = Device::flex().autodiff();
+            let mut model = crate::named_tensors::apply(cfg.model.init(&device), start).unwrap();
+            let mut optim = Optimizer::new(cfg.optim.clone());
+            let b = pairs / world.size();
+            let mut losses = Vec::new();
+            for k in 0..steps {
+                let x = share(&host_batch(pairs, 16, k), pairs, world.rank(), world.size());
+                let x = Tensor::<4>::from_data(TensorData::new(x, [2 * b, 3, 16, 16]), &device);
+                let (m, out) = train_step(model, &mut optim, &cfg, x, b, None, lr, world).unwrap();
+                model = m;
+                losses.push(out.loss);
+            }
+            (losses, collect(&model))
         })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn train_steps(
-        world: &crate::dist::World,
-        arch: Arch,
-        start: &[NamedTensor],
-        sync_bn: bool,
-        steps: u64,
-        pairs: usize,
-        lr: f64,
-        momentum: f64,
-    ) -> (Vec<f32>, Vec<NamedTensor>) {
-        let mut cfg = Config::default();
-        cfg.model.arch = arch;
-        cfg.model.sync_batch_norm = sync_bn;
-        cfg.optim.kind = OptimKind::Sgd;
-        cfg.optim.momentum = momentum;
-        cfg.optim.weight_decay = 0.0;
-        let device = Device::flex().autodiff();
-        let mut model = crate::named_tensors::apply(cfg.model.init(&device), start).unwrap();
-        let mut optim = Optimizer::new(cfg.optim.clone());
-        let b = pairs / world.size();
-        let mut losses = Vec::new();
-        for k in 0..steps {
-            let x = share(&host_batch(pairs, 16, k), pairs, world.rank(), world.size());
-            let x = Tensor::<4>::from_data(TensorData::new(x, [2 * b, 3, 16, 16]), &device);
-            let (m, out) = train_step(model, &mut optim, &cfg, x, b, None, lr, world).unwrap();
-            model = m;
-            losses.push(out.loss);
-        }
-        (losses, collect(&model))
     }
 
     /// Holds two sets of tensors to each other: every value within 10⁻⁴ (of 1, or of the
@@ -309,8 +281,10 @@ mod tests {
     fn two_ranks_with_sync_bn_train_as_one_process() {
         for (arch, steps) in [(Arch::Convnet, 3), (Arch::Resnet18, 1)] {
             let start = init(arch);
-            let (want_loss, want) = train_as_rank(&crate::dist::single(), arch, &start, true, steps, 16, 0.01, 0.9);
-            let ranks = crate::dist::local::run(2, |w| train_as_rank(&w, arch, &start, true, steps, 16, 0.01, 0.9));
+            let (want_loss, want) =
+                train_as_rank(true, &crate::dist::single(), arch, &start, true, steps, 16, 0.01, 0.9);
+            let ranks =
+                crate::dist::local::run(2, |w| train_as_rank(true, &w, arch, &start, true, steps, 16, 0.01, 0.9));
             for (r, (loss, got)) in ranks.iter().enumerate() {
                 for (a, b) in loss.iter().zip(&want_loss) {
                     assert!((a - b).abs() <= 1e-5 * b.abs(), "{arch:?} rank {r}: losses {loss:?} vs {want_loss:?}");
@@ -331,8 +305,8 @@ mod tests {
     fn two_ranks_with_sync_bn_in_tensor_operations_train_as_one_process() {
         let arch = Arch::Convnet;
         let start = init(arch);
-        let (want_loss, want) = train_as_rank_with(false, &crate::dist::single(), arch, &start, true, 3, 16, 0.01, 0.9);
-        let ranks = crate::dist::local::run(2, |w| train_as_rank_with(false, &w, arch, &start, true, 3, 16, 0.01, 0.9));
+        let (want_loss, want) = train_as_rank(false, &crate::dist::single(), arch, &start, true, 3, 16, 0.01, 0.9);
+        let ranks = crate::dist::local::run(2, |w| train_as_rank(false, &w, arch, &start, true, 3, 16, 0.01, 0.9));
         for (r, (loss, got)) in ranks.iter().enumerate() {
             for (a, b) in loss.iter().zip(&want_loss) {
                 assert!((a - b).abs() <= 1e-5 * b.abs(), "rank {r}: losses {loss:?} vs {want_loss:?}");
@@ -373,7 +347,7 @@ mod tests {
         let trainable = |t: &[NamedTensor]| -> Vec<NamedTensor> {
             t.iter().filter(|t| !t.name.contains("running_")).cloned().collect()
         };
-        let ranks = crate::dist::local::run(2, |w| train_as_rank(&w, arch, &start, false, 1, pairs, 1.0, 0.0));
+        let ranks = crate::dist::local::run(2, |w| train_as_rank(true, &w, arch, &start, false, 1, pairs, 1.0, 0.0));
         for (r, (loss, got)) in ranks.iter().enumerate() {
             assert!((loss[0] - want_loss).abs() <= 1e-5 * want_loss.abs(), "rank {r}: {} vs {want_loss}", loss[0]);
             let start = trainable(&start);
