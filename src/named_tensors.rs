@@ -39,6 +39,11 @@ impl ModuleVisitor for Collector {
     }
 }
 
+/// Whether `name` is a BatchNorm running statistic (kept by the layer, not trained).
+pub fn is_running_stat(name: &str) -> bool {
+    name.ends_with("running_mean") || name.ends_with("running_var")
+}
+
 /// Every float tensor of `model`, in module order.
 ///
 /// BatchNorm's running statistics keep their latest update aside until the next forward pass;

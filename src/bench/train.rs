@@ -72,7 +72,7 @@ pub fn run(
     let mut model = cfg.model.init(&device);
     let trainable_values = crate::named_tensors::collect(&model)
         .iter()
-        .filter(|t| !t.name.contains("running_"))
+        .filter(|t| !crate::named_tensors::is_running_stat(&t.name))
         .map(|t| t.values.len())
         .sum();
     let mut optim = Optimizer::new(cfg.optim.clone());

@@ -39,16 +39,14 @@ impl RunIdentity {
 /// The number of images and classes of `ds`, and a hash of their names (relative to the
 /// dataset's root, so copies at other paths on other nodes agree) and labels.
 pub fn data_fingerprint(ds: &Dataset) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = super::Fnv::new();
     let root = ds.root().display().to_string();
     for i in 0..ds.len() {
         let name = ds.name(i);
         let rel = name.strip_prefix(&root).unwrap_or(&name);
-        for b in rel.bytes().chain(ds.label(i).unwrap_or(u32::MAX).to_le_bytes()) {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
+        h.eat(rel.bytes().chain(ds.label(i).unwrap_or(u32::MAX).to_le_bytes()));
     }
-    format!("{} images in {} classes (names and labels hash {h:016x})", ds.len(), ds.classes().len())
+    format!("{} images in {} classes (names and labels hash {:016x})", ds.len(), ds.classes().len(), h.finish())
 }
 
 /// `table` flattened to `dotted.key = value` lines.

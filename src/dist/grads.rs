@@ -64,22 +64,17 @@ pub fn all_reduce<M: Module>(world: &dyn Collective, model: &M, grads: &mut Grad
 /// A checksum of the trainable parameters (names and exact bits; BatchNorm's running
 /// statistics are left out, since without synchronized batch norm each rank keeps its own).
 pub fn checksum<M: Module>(model: &M) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    };
+    let mut h = super::Fnv::new();
     for t in crate::named_tensors::collect(model) {
-        if t.name.ends_with("running_mean") || t.name.ends_with("running_var") {
+        if crate::named_tensors::is_running_stat(&t.name) {
             continue;
         }
-        eat(t.name.as_bytes());
+        h.eat(t.name.bytes());
         for v in &t.values {
-            eat(&v.to_bits().to_le_bytes());
+            h.eat(v.to_bits().to_le_bytes());
         }
     }
-    h
+    h.finish()
 }
 
 /// Fails, on every rank alike, when the ranks' parameters differ after `step` steps.

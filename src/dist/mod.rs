@@ -184,6 +184,25 @@ fn init_mpi(rank: usize, size: usize) -> Result<(World, Engine)> {
     )
 }
 
+/// A 64-bit FNV-1a hash, for the cheap fingerprints the ranks compare (parameters, data).
+pub(crate) struct Fnv(u64);
+
+impl Fnv {
+    pub(crate) fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    pub(crate) fn eat(&mut self, bytes: impl IntoIterator<Item = u8>) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    pub(crate) fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Fails unless `batch` pairs divide evenly among the ranks; returns each rank's share.
 pub fn per_rank(batch: usize, world: &dyn Collective) -> Result<usize> {
     let n = world.size();

@@ -345,7 +345,7 @@ mod tests {
         let grads = GradientsParams::from_grads(out.loss.backward(), &model);
         let want = collect(&Optimizer::new(cfg.optim.clone()).step(1.0, model, grads));
         let trainable = |t: &[NamedTensor]| -> Vec<NamedTensor> {
-            t.iter().filter(|t| !t.name.contains("running_")).cloned().collect()
+            t.iter().filter(|t| !crate::named_tensors::is_running_stat(&t.name)).cloned().collect()
         };
         let ranks = crate::dist::local::run(2, |w| train_as_rank(true, &w, arch, &start, false, 1, pairs, 1.0, 0.0));
         for (r, (loss, got)) in ranks.iter().enumerate() {
