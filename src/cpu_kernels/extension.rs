@@ -456,8 +456,8 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: burn::Tensor<D>, relu: bool
     let training = device.is_autodiff() && bn.training.is_enabled();
     let synced = crate::dist::sync_bn::current();
     if !(is_cpu(&device) && super::enabled() && training) {
-        if let Some(world) = synced.filter(|_| training) {
-            return crate::dist::sync_bn::batch_norm(bn, x, relu, &world);
+        if synced.is_some() && training {
+            return crate::dist::sync_bn::batch_norm(bn, x, relu);
         }
         let y = bn.forward(x);
         return if relu { burn::tensor::activation::relu(y) } else { y };
@@ -470,15 +470,19 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: burn::Tensor<D>, relu: bool
         relu,
         synced.is_some(),
     );
-    let (mean, var) = (burn::Tensor::<1>::from_dispatch(mean), burn::Tensor::<1>::from_dispatch(var));
-    let m = bn.momentum;
-    let running_mean =
-        bn.running_mean.value_sync().to_device(&device).mul_scalar(1.0 - m).add(mean.detach().mul_scalar(m));
-    let running_var =
-        bn.running_var.value_sync().to_device(&device).mul_scalar(1.0 - m).add(var.detach().mul_scalar(m));
-    bn.running_mean.update(running_mean.detach());
-    bn.running_var.update(running_var.detach());
+    update_running_stats(bn, burn::Tensor::<1>::from_dispatch(mean), burn::Tensor::<1>::from_dispatch(var));
     burn::Tensor::from_dispatch(y)
+}
+
+/// Moves `bn`'s running statistics towards a training batch's `mean` and (biased) `var`, as
+/// burn's `BatchNorm` does.
+pub fn update_running_stats(bn: &BatchNorm, mean: burn::Tensor<1>, var: burn::Tensor<1>) {
+    let (m, device) = (bn.momentum, mean.device());
+    let running = |old: burn::Tensor<1>, new: burn::Tensor<1>| {
+        old.to_device(&device).mul_scalar(1.0 - m).add(new.detach().mul_scalar(m)).detach()
+    };
+    bn.running_mean.update(running(bn.running_mean.value_sync(), mean));
+    bn.running_var.update(running(bn.running_var.value_sync(), var));
 }
 
 /// Runs a `Conv2d` module: through [`conv2d`] when its shape is one the kernels cover (no bias,

@@ -11,6 +11,8 @@
 
 use std::cell::RefCell;
 
+use burn::tensor::TensorData;
+
 use super::World;
 
 thread_local! {
@@ -39,39 +41,29 @@ pub fn reduce(sums: &mut [f64]) {
 }
 
 /// Training-mode batch norm (then ReLU when `relu`) with the global batch's statistics, in
-/// burn's tensor operations: for devices and settings the CPU kernels do not cover (wgpu,
-/// `SELFSUP_KERNELS=off`). The per-channel sums `Σx` and `Σ(x − μ)²` go through the
-/// differentiable all-reduce ([`super::all_reduce_op`]), so autodiff gives the synchronized
+/// burn's tensor operations, over the ranks of the current [`scope`]: for devices and settings
+/// the CPU kernels do not cover (wgpu, `SELFSUP_KERNELS=off`). The per-channel sums `Σx` (with
+/// the image count) and `Σ(x − μ)²` go through the differentiable all-reduce ([`super::all_reduce_op`]), so autodiff gives the synchronized
 /// backward. Updates the running statistics as the kernels do (biased variance).
-pub fn batch_norm<const D: usize>(
-    bn: &burn::nn::BatchNorm,
-    x: burn::Tensor<D>,
-    relu: bool,
-    world: &World,
-) -> burn::Tensor<D> {
+pub fn batch_norm<const D: usize>(bn: &burn::nn::BatchNorm, x: burn::Tensor<D>, relu: bool) -> burn::Tensor<D> {
     use super::all_reduce_op::all_reduce_sum;
     let dims = x.dims();
     let c = dims[1];
     let local = x.shape().num_elements() / c.max(1);
-    let mut count = [local as f64];
-    world.all_reduce_sum_f64(&mut count);
-    let m = count[0].max(1.0);
     // Channels first, everything else flattened: [c, images × positions].
     let mut swapped = dims;
     swapped.swap(0, 1);
     let flat = x.swap_dims(0, 1).reshape([c, local]);
-    let mean = all_reduce_sum(flat.clone().sum_dim(1).reshape([c])).div_scalar(m);
+    // This rank's count rides along with the sums: one all-reduce (one host round-trip) for both.
+    let count = burn::Tensor::<1>::from_data(TensorData::new(vec![local as f32], [1]), &flat.device());
+    let sums = all_reduce_sum(burn::Tensor::cat(vec![flat.clone().sum_dim(1).reshape([c]), count], 0));
+    let m = sums.clone().narrow(0, c, 1).detach().clamp_min(1.0);
+    let mean = sums.narrow(0, 0, c) / m.clone();
     let centered = flat - mean.clone().reshape([c, 1]);
-    let var = all_reduce_sum(centered.clone().powi_scalar(2).sum_dim(1).reshape([c])).div_scalar(m);
+    let var = all_reduce_sum(centered.clone().powi_scalar(2).sum_dim(1).reshape([c])) / m;
     let scale = bn.gamma.val().div(var.clone().add_scalar(bn.epsilon).sqrt());
     let y = centered * scale.reshape([c, 1]) + bn.beta.val().reshape([c, 1]);
     let y = y.reshape(swapped).swap_dims(0, 1);
-    let momentum = bn.momentum;
-    let device = mean.device();
-    let running = |old: burn::Tensor<1>, new: burn::Tensor<1>| {
-        old.to_device(&device).mul_scalar(1.0 - momentum).add(new.detach().mul_scalar(momentum)).detach()
-    };
-    bn.running_mean.update(running(bn.running_mean.value_sync(), mean));
-    bn.running_var.update(running(bn.running_var.value_sync(), var));
+    crate::cpu_kernels::extension::update_running_stats(bn, mean, var);
     if relu { burn::tensor::activation::relu(y) } else { y }
 }
