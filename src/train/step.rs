@@ -111,6 +111,16 @@ mod tests {
         tensors
     }
 
+    /// The tests' configuration: `arch` trained by SGD with `momentum` and no weight decay.
+    fn sgd_config(arch: Arch, momentum: f64) -> Config {
+        let mut cfg = Config::default();
+        cfg.model.arch = arch;
+        cfg.optim.kind = OptimKind::Sgd;
+        cfg.optim.momentum = momentum;
+        cfg.optim.weight_decay = 0.0;
+        cfg
+    }
+
     /// `steps` SGD steps (without weight decay) of `arch` from the weights `start`, with the
     /// CPU kernels on or off: the losses, and every named tensor afterwards.
     fn train(
@@ -123,11 +133,7 @@ mod tests {
         momentum: f64,
     ) -> (Vec<f32>, Vec<NamedTensor>) {
         crate::cpu_kernels::with_kernels(kernels, || {
-            let mut cfg = Config::default();
-            cfg.model.arch = arch;
-            cfg.optim.kind = OptimKind::Sgd;
-            cfg.optim.momentum = momentum;
-            cfg.optim.weight_decay = 0.0;
+            let cfg = sgd_config(arch, momentum);
             let device = device.clone().autodiff();
             let mut model = crate::named_tensors::apply(cfg.model.init(&device), start).unwrap();
             let mut optim = Optimizer::new(cfg.optim.clone());
@@ -234,12 +240,8 @@ mod tests {
         momentum: f64,
     ) -> (Vec<f32>, Vec<NamedTensor>) {
         crate::cpu_kernels::with_kernels(kernels, || {
-            let mut cfg = Config::default();
-            cfg.model.arch = arch;
+            let mut cfg = sgd_config(arch, momentum);
             cfg.model.sync_batch_norm = sync_bn;
-            cfg.optim.kind = OptimKind::Sgd;
-            cfg.optim.momentum = momentum;
-            cfg.optim.weight_decay = 0.0;
             let device = Device::flex().autodiff();
             let mut model = crate::named_tensors::apply(cfg.model.init(&device), start).unwrap();
             let mut optim = Optimizer::new(cfg.optim.clone());
@@ -323,11 +325,7 @@ mod tests {
     fn two_ranks_without_sync_bn_equal_one_process_normalizing_each_half() {
         let (arch, pairs) = (Arch::Convnet, 16);
         let start = init(arch);
-        let mut cfg = Config::default();
-        cfg.model.arch = arch;
-        cfg.optim.kind = OptimKind::Sgd;
-        cfg.optim.momentum = 0.0;
-        cfg.optim.weight_decay = 0.0;
+        let cfg = sgd_config(arch, 0.0);
         let device = Device::flex().autodiff();
         let model = crate::named_tensors::apply(cfg.model.init(&device), &start).unwrap();
         let all = host_batch(pairs, 16, 0);
