@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     let (world, _engine) = match selfsup::dist::init() {
         Ok(w) => w,
         Err(e) => {
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!("error: {}", one_line(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         match selfsup::dist::watchdog::timeout_from_env() {
             Ok(limit) => selfsup::dist::watchdog::start(world.rank(), ranks, limit),
             Err(e) => {
-                eprintln!("error (rank {} of {ranks}): {e:#}", world.rank());
+                eprintln!("error (rank {} of {ranks}): {}", world.rank(), one_line(&e));
                 world.abort(2);
             }
         }
@@ -49,14 +49,19 @@ fn main() -> ExitCode {
     match selfsup::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if ranks > 1 => {
-            eprintln!("error (rank {} of {ranks}): {}", world.rank(), format!("{e:#}").replace('\n', " "));
+            eprintln!("error (rank {} of {ranks}): {}", world.rank(), one_line(&e));
             world.abort(1)
         }
         Err(e) => {
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
 }
 
 /// Training frees and reallocates the same large activation buffers every step. glibc returns
