@@ -11,9 +11,11 @@
 #SBATCH --cpus-per-task=8
 #SBATCH --time=24:00:00
 #SBATCH --requeue
+#SBATCH --open-mode=append
+# USR1 to every rank 120 s before the time limit: they stop at one step with a checkpoint.
+#SBATCH --signal=USR1@120
 #SBATCH --output=selfsup-%j.log
 
-set -euo pipefail
 DATA=${DATA:-$HOME/data/imagenet/train}
 RUN=${RUN:-runs/r18-$SLURM_JOB_NAME}
 
@@ -22,13 +24,16 @@ export RAYON_NUM_THREADS=$SLURM_CPUS_PER_TASK
 # A rank that waits longer than this in a collective ends itself (a peer hung or died).
 export SELFSUP_COLLECTIVE_TIMEOUT=1800
 
-# A requeued job continues from the last checkpoint (the checkpoint keeps the configuration).
-if [ -f "$RUN/checkpoint.safetensors" ]; then
-  ARGS=(--resume)
-else
-  ARGS=(--config configs/cifar10-resnet18.toml --set train.batch_size=1024)
-fi
-
+# The same command every time: --resume=auto starts the run, and a requeued job continues it
+# from the last checkpoint (the configuration must stay the same; a change is refused).
 # --kill-on-bad-exit ends every rank as soon as one fails; rank r on a node takes GPU r
 # (SLURM_LOCALID). With Open MPI, `mpirun selfsup …` inside the allocation works as well.
-srun --kill-on-bad-exit=1 selfsup pretrain --backend wgpu --data "$DATA" --out "$RUN" "${ARGS[@]}"
+STATUS=0
+srun --kill-on-bad-exit=1 selfsup pretrain --backend wgpu --data "$DATA" --out "$RUN" \
+  --config configs/cifar10-resnet18.toml --set train.batch_size=1024 \
+  --set train.checkpoint_every_minutes=15 --resume=auto || STATUS=$?
+# 75: stopped by the signal with a checkpoint on disk.
+if [ "$STATUS" -eq 75 ]; then
+  scontrol requeue "$SLURM_JOB_ID"
+fi
+exit "$STATUS"

@@ -1,7 +1,9 @@
 //! Checkpoint files: one safetensors file holding the model's tensors (`model.<path>`), the
 //! optimizer's state (`optim.<path>/<i>`), and in its metadata the training position, the
 //! resolved configuration and the device. Written atomically (temporary file, fsync, rename),
-//! so a crash leaves either the previous checkpoint or the new one, never half of one.
+//! so a crash leaves either the previous checkpoint or the new one, never half of one; a CRC-32
+//! of the metadata and tensors (metadata `crc32`) makes a file damaged later (a bit flip, a
+//! truncated copy) fail to load with a message instead of resuming from wrong weights.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -41,15 +43,44 @@ fn to_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
+/// CRC-32 of the metadata (but the checksum itself) and of every tensor's name, shape and bytes,
+/// in name order.
+fn checksum<'a>(meta: &HashMap<String, String>, tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>) -> String {
+    let mut h = crc32fast::Hasher::new();
+    let mut keys: Vec<&String> = meta.keys().filter(|k| *k != "crc32").collect();
+    keys.sort();
+    for k in keys {
+        h.update(k.as_bytes());
+        h.update(&[0]);
+        h.update(meta[k].as_bytes());
+        h.update(&[0]);
+    }
+    for (name, shape, data) in tensors {
+        h.update(name.as_bytes());
+        h.update(&[0]);
+        for d in shape {
+            h.update(&(*d as u64).to_le_bytes());
+        }
+        h.update(data);
+    }
+    format!("{:08x}", h.finalize())
+}
+
 impl Checkpoint {
     /// Writes the checkpoint to `path` atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = self
+        crate::atomic::write_bytes(path, &self.to_bytes()?)
+    }
+
+    /// The checkpoint file's bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut bytes: Vec<(String, Vec<usize>, Vec<u8>)> = self
             .model
             .iter()
             .map(|t| (format!("model.{}", t.name), t.shape.clone(), to_bytes(&t.values)))
             .chain(self.optimizer.iter().map(|t| (format!("optim.{}", t.name), t.shape.clone(), to_bytes(&t.values))))
             .collect();
+        bytes.sort_by(|a, b| a.0.cmp(&b.0));
         let views: Vec<(String, TensorView<'_>)> = bytes
             .iter()
             .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
@@ -61,8 +92,9 @@ impl Checkpoint {
         meta.insert("global_step".into(), self.position.global_step.to_string());
         meta.insert("optimizer_steps".into(), self.optimizer_steps.to_string());
         meta.insert("config".into(), self.config.clone());
-        let data = safetensors::serialize(views, Some(meta))?;
-        crate::atomic::write_bytes(path, &data)
+        let crc = checksum(&meta, bytes.iter().map(|(n, s, b)| (n.as_str(), s.as_slice(), b.as_slice())));
+        meta.insert("crc32".into(), crc);
+        Ok(safetensors::serialize(views, Some(meta))?)
     }
 
     /// Reads a checkpoint written by [`save`](Self::save).
@@ -92,6 +124,18 @@ impl Checkpoint {
         let mut optimizer = Vec::new();
         let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
         names.sort();
+        if let Some(want) = meta.get("crc32") {
+            let mut views = Vec::with_capacity(names.len());
+            for name in &names {
+                views.push((name.as_str(), st.tensor(name).map_err(|e| bad(e.to_string()))?));
+            }
+            let got = checksum(&meta, views.iter().map(|(n, v)| (*n, v.shape(), v.data())));
+            if &got != want {
+                return Err(bad(format!(
+                    "its contents do not match the checksum written with it ({got} vs {want}): the file was damaged after it was written"
+                )));
+            }
+        }
         for name in names {
             let view = st.tensor(&name).map_err(|e| bad(e.to_string()))?;
             if view.dtype() != Dtype::F32 {
@@ -109,7 +153,7 @@ impl Checkpoint {
             }
         }
         let mut notes = meta;
-        for k in ["format", "epoch", "step_in_epoch", "global_step", "optimizer_steps", "config"] {
+        for k in ["format", "epoch", "step_in_epoch", "global_step", "optimizer_steps", "config", "crc32"] {
             notes.remove(k);
         }
         Ok(Self { position, model, optimizer_steps, optimizer, config, notes })
@@ -143,6 +187,16 @@ mod tests {
         assert_eq!(back.optimizer, ck.optimizer);
         assert_eq!(back.config, ck.config);
         assert_eq!(back.notes, ck.notes);
+        // One flipped bit anywhere in the tensor data, or a truncated copy, is refused.
+        let good = std::fs::read(&p).unwrap();
+        for i in [good.len() - 1, good.len() - 20] {
+            let mut bad = good.clone();
+            bad[i] ^= 0x10;
+            let e = Checkpoint::from_bytes(&bad, &p).unwrap_err().to_string();
+            assert!(e.contains("damaged"), "byte {i}: {e}");
+        }
+        let e = Checkpoint::from_bytes(&good[..good.len() - 3], &p).unwrap_err().to_string();
+        assert!(e.contains("not a selfsup checkpoint"), "{e}");
         std::fs::write(&p, b"garbage").unwrap();
         let e = Checkpoint::load(&p).unwrap_err().to_string();
         assert!(e.contains("c.safetensors") && e.contains("not a selfsup checkpoint"), "{e}");

@@ -6,6 +6,7 @@
 //! over it. Unknown keys are rejected with their full dotted name, and every value is checked
 //! before any work starts; errors name the key and the allowed range.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -41,8 +42,9 @@ impl ByteSize {
             "tib" => 1 << 40,
             _ => return None,
         };
-        let v: f64 = num.parse().ok()?;
-        (v >= 0.0 && v.is_finite()).then(|| Self((v * mult as f64).round() as u64))
+        let bytes = num.parse::<f64>().ok()? * mult as f64;
+        // At most TOML's largest integer, so that a resolved configuration reads back.
+        (bytes >= 0.0 && bytes < i64::MAX as f64).then(|| Self(bytes.round() as u64))
     }
 }
 
@@ -110,6 +112,12 @@ pub struct TrainConfig {
     pub log_every: u64,
     /// Write the checkpoint every this many epochs (and always at the end).
     pub checkpoint_every: u64,
+    /// Also write it every this many optimizer steps (0: only by epochs and minutes).
+    pub checkpoint_every_steps: u64,
+    /// Also write it when this many minutes have passed since the last one (0: off).
+    pub checkpoint_every_minutes: f64,
+    /// Keep the last this many checkpoints in `checkpoints/` (1: only `checkpoint.safetensors`).
+    pub keep_checkpoints: usize,
     /// Batches augmented ahead of the one being trained on.
     pub prefetch: usize,
 }
@@ -122,6 +130,9 @@ impl Default for TrainConfig {
             backend: BackendChoice::Auto,
             log_every: 10,
             checkpoint_every: 1,
+            checkpoint_every_steps: 0,
+            checkpoint_every_minutes: 0.0,
+            keep_checkpoints: 1,
             prefetch: 2,
         }
     }
@@ -188,6 +199,33 @@ fn merge(base: &mut Table, over: Table) {
             }
         }
     }
+}
+
+/// `table` flattened to `dotted.key → value`.
+fn flatten(prefix: &str, table: &Table, out: &mut BTreeMap<String, String>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match v {
+            Value::Table(t) => flatten(&key, t, out),
+            v => {
+                out.insert(key, v.to_string());
+            }
+        }
+    }
+}
+
+/// The keys whose values differ between two configurations (TOML texts), with both values
+/// (`"(unset)"` where a side lacks the key), in key order.
+pub fn differences(a: &str, b: &str) -> Vec<(String, String, String)> {
+    let parse = |s: &str| {
+        let mut m = BTreeMap::new();
+        flatten("", &toml::from_str::<Table>(s).unwrap_or_default(), &mut m);
+        m
+    };
+    let (a, b) = (parse(a), parse(b));
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let value = |m: &BTreeMap<String, String>, k: &str| m.get(k).cloned().unwrap_or_else(|| "(unset)".into());
+    keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).map(|k| (k.clone(), value(&a, k), value(&b, k))).collect()
 }
 
 impl Config {
@@ -292,6 +330,12 @@ impl Config {
         if t.checkpoint_every == 0 {
             bad("train.checkpoint_every", &t.checkpoint_every, "at least 1 epoch")?;
         }
+        if !(t.checkpoint_every_minutes >= 0.0 && t.checkpoint_every_minutes.is_finite()) {
+            bad("train.checkpoint_every_minutes", &t.checkpoint_every_minutes, "must be >= 0 (0: off)")?;
+        }
+        if t.keep_checkpoints == 0 {
+            bad("train.keep_checkpoints", &t.keep_checkpoints, "at least 1 (the latest)")?;
+        }
         if t.prefetch == 0 {
             bad("train.prefetch", &t.prefetch, "at least 1 batch")?;
         }
@@ -384,6 +428,9 @@ mod tests {
         assert_eq!(ByteSize::parse("2GiB"), Some(ByteSize(2 << 30)));
         assert_eq!(ByteSize::parse("1.5 gb"), Some(ByteSize(1_500_000_000)));
         assert_eq!(ByteSize::parse("12 parsecs"), None);
+        // Beyond what TOML can write back as an integer (found by the config fuzzing).
+        assert_eq!(ByteSize::parse("1e19"), None);
+        assert_eq!(ByteSize::parse("1e30GiB"), None);
         let c = load("[data]\ncache_limit = \"512MiB\"\n", &[]).unwrap();
         assert_eq!(c.data.cache_limit, ByteSize(512 << 20));
         let back = Config::from_table(toml::from_str(&c.to_toml()).unwrap()).unwrap();

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use selfsup::train::signals::StoppedBySignal;
 
 fn main() -> ExitCode {
     // On headless machines the Vulkan loader's Wayland probe (reached through wgpu, e.g. when
@@ -14,6 +15,10 @@ fn main() -> ExitCode {
         unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
     }
     keep_freed_memory();
+    // A file-size limit (`ulimit -f`) should fail the write that meets it with an error that
+    // names the file (the previous checkpoint stays intact), not kill the process.
+    // SAFETY: setting a signal's disposition to "ignore", before any other thread exists.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let cli = selfsup::cli::Cli::parse();
     // Under mpirun/srun: join the other ranks (and shut MPI down when `_engine` drops).
     let (world, _engine) = match selfsup::dist::init() {
@@ -48,6 +53,13 @@ fn main() -> ExitCode {
     }
     match selfsup::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // Stopped by a signal with the checkpoint on disk (every rank gets here, after it).
+        Err(e) if e.is::<StoppedBySignal>() => {
+            if world.rank() == 0 {
+                eprintln!("{e}");
+            }
+            ExitCode::from(selfsup::train::signals::EXIT_RESUMABLE)
+        }
         Err(e) if ranks > 1 => {
             eprintln!("error (rank {} of {ranks}): {}", world.rank(), one_line(&e));
             world.abort(1)

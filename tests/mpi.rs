@@ -8,11 +8,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{run, shapes_folder};
+use common::{Launch, launch_and_wait, run, shapes_folder, signal};
 use selfsup::checkpoint::Checkpoint;
 use selfsup::named_tensors::NamedTensor;
 use selfsup::train::metrics;
@@ -38,42 +38,6 @@ fn mpirun() -> Command {
         .env("SELFSUP_COLLECTIVE_TIMEOUT", "120")
         .stdin(Stdio::null());
     c
-}
-
-/// A started launch whose stderr goes to a file (no pipe to fill while it runs).
-struct Launch {
-    child: Child,
-    stderr: PathBuf,
-}
-
-impl Launch {
-    fn start(mut cmd: Command, dir: &Path, name: &str) -> Launch {
-        let stderr = dir.join(format!("{name}.stderr"));
-        let file = std::fs::File::create(&stderr).unwrap();
-        let child = cmd.stdout(Stdio::null()).stderr(file).spawn().expect("mpirun (Open MPI) must be installed");
-        Launch { child, stderr }
-    }
-
-    /// Waits at most `limit`; a launch still running then is killed and fails the test.
-    fn wait(mut self, limit: Duration) -> (ExitStatus, String) {
-        let t = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, std::fs::read_to_string(&self.stderr).unwrap_or_default());
-            }
-            if t.elapsed() > limit {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                let err = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-                panic!("still running after {limit:?} (killed): {err}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-fn launch_and_wait(cmd: Command, dir: &Path, name: &str, limit: Duration) -> (ExitStatus, String) {
-    Launch::start(cmd, dir, name).wait(limit)
 }
 
 fn pretrain_args(data: &Path, out: &Path, sets: &[&str]) -> Vec<String> {
@@ -175,10 +139,10 @@ fn initial_model(arch: &str) -> Vec<NamedTensor> {
 }
 
 /// PIDs of the selfsup processes whose environment holds `mark` and rank `rank`.
-fn rank_pid(mark: &str, rank: usize) -> Option<i32> {
+fn rank_pid(mark: &str, rank: usize) -> Option<u32> {
     let want_rank = format!("OMPI_COMM_WORLD_RANK={rank}");
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
         let Ok(env) = std::fs::read(e.path().join("environ")) else { continue };
         let vars: Vec<&[u8]> = env.split(|&b| b == 0).collect();
         let has = |s: &str| vars.iter().any(|v| *v == s.as_bytes());
@@ -192,7 +156,7 @@ fn rank_pid(mark: &str, rank: usize) -> Option<i32> {
 
 /// Starts a long two-rank run and waits for its first checkpoint; returns the launch and the
 /// PID of rank 1.
-fn long_run(d: &Path, data: &Path, out: &Path, mark: &str, timeout_s: &str) -> (Launch, i32) {
+fn long_run(d: &Path, data: &Path, out: &Path, mark: &str, timeout_s: &str) -> (Launch, u32) {
     let mut ranks = mpirun();
     ranks
         .env("SELFSUP_TEST_MARK", mark)
@@ -209,11 +173,6 @@ fn long_run(d: &Path, data: &Path, out: &Path, mark: &str, timeout_s: &str) -> (
     let mark_var = format!("SELFSUP_TEST_MARK={mark}");
     let pid = rank_pid(&mark_var, 1).expect("rank 1's process");
     (launch, pid)
-}
-
-fn signal(pid: i32, sig: &str) {
-    let ok = Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
-    assert!(ok, "kill {sig} {pid}");
 }
 
 /// Global step of a checkpoint file.
@@ -252,6 +211,25 @@ fn a_killed_rank_ends_the_run_naming_it_and_the_checkpoint_resumes_in_one_proces
     ]);
     assert!(o.status.success(), "resume in one process: {err}");
     assert_eq!(checkpoint_step(&out), step + 2);
+}
+
+/// SIGUSR1 to one rank only (as a node's agent may deliver it): every rank stops at the same
+/// step, rank 0 writes the checkpoint, and the launch ends with the resumable status (75).
+#[test]
+fn a_signal_to_one_rank_stops_every_rank_at_one_step_with_a_checkpoint() {
+    let _one_at_a_time = serial();
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    shapes_folder(&data, 2, 24, 16);
+    let out = d.path().join("run");
+    let (launch, pid) = long_run(d.path(), &data, &out, "usr1", "120");
+    let before = checkpoint_step(&out);
+    signal(pid, "-USR1");
+    let (st, err) = launch.wait(Duration::from_secs(60));
+    assert_eq!(st.code(), Some(75), "{err}");
+    assert!(err.contains("SIGUSR1: finishing this step"), "rank 1 saw it: {err}");
+    assert!(err.contains("stopped by a signal on another rank"), "rank 0 reports the stop: {err}");
+    assert!(checkpoint_step(&out) > before, "a checkpoint at the stop step");
 }
 
 /// A rank that hangs (SIGSTOP) ends the others once they have waited

@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::ConfigArgs;
 use crate::backend::BackendChoice;
+use crate::train::run_dir::Resume;
 use crate::train::{PretrainOptions, pretrain};
 
 #[derive(Args, Debug)]
@@ -21,9 +22,24 @@ pub struct PretrainArgs {
     /// Backend; overrides train.backend (default: auto = a GPU if wgpu finds one, else flex).
     #[arg(long, value_enum)]
     pub backend: Option<BackendChoice>,
-    /// Continue the run in --out from its checkpoint (with the run's own configuration).
-    #[arg(long)]
-    pub resume: bool,
+    /// Continue the run in --out from its checkpoint, with the run's own configuration (a
+    /// --config/--set given too must resolve to it). --resume=auto continues when --out holds a
+    /// checkpoint and starts a new run otherwise: the one flag a requeued cluster job needs.
+    #[arg(
+        long,
+        value_enum,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "no",
+        default_missing_value = "yes",
+        hide_possible_values = true,
+        value_name = "auto"
+    )]
+    pub resume: Resume,
+    /// Continue the run in --out from this checkpoint file (e.g. an earlier one kept in
+    /// --out/checkpoints/ by train.keep_checkpoints) instead of its latest.
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub resume_from: Option<PathBuf>,
     /// Stop after this many optimizer steps in total, writing a checkpoint (resumable).
     #[arg(long, value_name = "STEPS")]
     pub stop_after_steps: Option<u64>,
@@ -35,18 +51,20 @@ pub struct PretrainArgs {
 }
 
 pub fn run(args: PretrainArgs, verbose: bool) -> Result<()> {
-    if args.resume && (args.config.config.is_some() || !args.config.sets.is_empty()) {
-        bail!(
-            "--resume continues a run with the configuration it started with; drop --config/--set (or start a new run)"
-        );
+    let config_given = args.config.config.is_some() || !args.config.sets.is_empty();
+    let resume = if args.resume_from.is_some() { Resume::Yes } else { args.resume };
+    if args.resume_from.is_some() && args.resume == Resume::Auto {
+        bail!("--resume-from names the checkpoint to continue from; it cannot be combined with --resume=auto");
     }
-    let config = if args.resume { Default::default() } else { args.config.load()? };
+    let config = args.config.load()?;
     let summary = pretrain(&PretrainOptions {
         data: args.data,
         out: args.out.clone(),
         config,
+        config_given,
         backend: args.backend,
-        resume: args.resume,
+        resume,
+        resume_from: args.resume_from,
         stop_after_steps: args.stop_after_steps,
         stop_on_collapse: args.stop_on_collapse,
         verbose,

@@ -4,7 +4,6 @@
 //! node is refused at start, on every rank, with what differs — rather than training a model
 //! from inconsistent halves.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Result, bail};
@@ -49,34 +48,11 @@ pub fn data_fingerprint(ds: &Dataset) -> String {
     format!("{} images in {} classes (names and labels hash {:016x})", ds.len(), ds.classes().len(), h.finish())
 }
 
-/// `table` flattened to `dotted.key = value` lines.
-fn flatten(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, String>) {
-    for (k, v) in table {
-        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-        match v {
-            toml::Value::Table(t) => flatten(&key, t, out),
-            v => {
-                out.insert(key, v.to_string());
-            }
-        }
-    }
-}
-
-/// The keys whose values differ between two configurations: `key = a (rank r) vs b (rank 0)`.
+/// The keys whose values differ between two configurations: `key = a on rank r but b on rank 0`.
 fn config_differences(mine: &str, root: &str, rank: usize) -> Vec<String> {
-    let parse = |s: &str| {
-        let mut m = BTreeMap::new();
-        flatten("", &toml::from_str::<toml::Table>(s).unwrap_or_default(), &mut m);
-        m
-    };
-    let (a, b) = (parse(mine), parse(root));
-    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    let none = "(unset)".to_string();
-    keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .map(|k| {
-            format!("{k} = {} on rank {rank} but {} on rank 0", a.get(k).unwrap_or(&none), b.get(k).unwrap_or(&none))
-        })
+    crate::config::differences(mine, root)
+        .into_iter()
+        .map(|(k, a, b)| format!("{k} = {a} on rank {rank} but {b} on rank 0"))
         .collect()
 }
 

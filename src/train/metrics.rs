@@ -69,6 +69,12 @@ impl MetricsLog {
         Ok(Self { file })
     }
 
+    /// Flushes the lines written so far to disk (before each checkpoint, so that the file
+    /// describes at least the checkpoint's steps after a power cut).
+    pub fn sync(&mut self) -> Result<()> {
+        self.file.sync_data().context("syncing metrics.jsonl")
+    }
+
     pub fn write(&mut self, m: &StepMetrics) -> Result<()> {
         let mut line = serde_json::to_string(m)?;
         line.push('\n');

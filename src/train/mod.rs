@@ -5,6 +5,7 @@
 //! - [`metrics`] — `metrics.jsonl`;
 //! - [`progress`] — the progress bars;
 //! - [`step`] — one forward / loss / backward / update;
+//! - [`signals`] — SIGTERM / SIGINT / SIGUSR1: checkpoint and exit with a resumable status;
 //! - [`pretrain`] — the loop itself (schedule, logging, checkpoints, resume, divergence).
 
 pub mod loader;
@@ -12,6 +13,7 @@ pub mod metrics;
 pub mod pretrain;
 pub mod progress;
 pub mod run_dir;
+pub mod signals;
 pub mod step;
 
 pub use pretrain::{PretrainOptions, PretrainSummary, pretrain};

@@ -1,8 +1,10 @@
 //! The pretraining loop: for each step, both views of a batch go through the encoder in one
 //! forward pass, the contrastive loss compares their projections, and the optimizer updates the
 //! weights (see [`super::step`]). Checkpoints are written every `train.checkpoint_every` epochs,
-//! at the end, on Ctrl-C and at `--stop-after-steps`; `--resume` continues from the checkpoint
-//! exactly (the data order and augmentations are pure functions of the seed, epoch and image).
+//! every `train.checkpoint_every_steps` steps and `train.checkpoint_every_minutes` minutes, at
+//! the end, on SIGTERM/SIGINT/SIGUSR1 ([`super::signals`]) and at `--stop-after-steps`;
+//! `--resume` continues from any of them exactly, mid-epoch included (the data order and
+//! augmentations are pure functions of the seed, epoch and image).
 //! Collapse statistics and the online k-NN are computed on held-out images (see
 //! [`crate::eval::monitor`]).
 //!
@@ -10,9 +12,8 @@
 //! ([`crate::dist`]); rank 0 alone prints, monitors, and writes the run folder, and the
 //! checkpoint is the same whatever the number of ranks, so a run may resume with another.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -22,7 +23,8 @@ use selfsup_augment::Augmenter;
 use super::loader::{Batch, Shard, epoch_order, spawn_epoch};
 use super::metrics::{MetricsLog, StepMetrics};
 use super::progress::TrainProgress;
-use super::run_dir::RunDir;
+use super::run_dir::{Resume, RunDir};
+use super::signals::{StopRequest, StoppedBySignal};
 use super::step::train_step;
 use crate::backend::{self, BackendChoice};
 use crate::checkpoint::{Checkpoint, Position};
@@ -40,11 +42,16 @@ use crate::optim::{Optimizer, Schedule};
 pub struct PretrainOptions {
     pub data: PathBuf,
     pub out: PathBuf,
-    /// The configuration of a new run (ignored on resume: the run's own is used).
+    /// The configuration of a new run. On resume the run's own is used, and when
+    /// `config_given` this one must resolve to it.
     pub config: Config,
+    /// The command line gave `--config`/`--set` (so `config` is what the user asked for).
+    pub config_given: bool,
     /// Overrides `train.backend`.
     pub backend: Option<BackendChoice>,
-    pub resume: bool,
+    pub resume: Resume,
+    /// Resume from this checkpoint file instead of the run folder's latest (an earlier kept one).
+    pub resume_from: Option<PathBuf>,
     /// Stop (with a checkpoint) once this many optimizer steps are done in total.
     pub stop_after_steps: Option<u64>,
     /// Stop when a collapse rule fires (also `monitor.stop_on_collapse`).
@@ -57,7 +64,8 @@ pub struct PretrainOptions {
 pub struct PretrainSummary {
     pub position: Position,
     pub last_loss: Option<f32>,
-    /// Stopped before the last epoch (Ctrl-C or `--stop-after-steps`).
+    /// Stopped before the last epoch by `--stop-after-steps`. (A signal ends the run with the
+    /// error [`StoppedBySignal`].)
     pub interrupted: bool,
     pub device: String,
 }
@@ -82,6 +90,16 @@ struct Trainer<'a> {
     started: Instant,
     /// The ranks training together (one process: a world of one).
     world: World,
+    /// When the last checkpoint was written (or the run started).
+    last_save: Cell<Instant>,
+}
+
+/// How an epoch ended.
+enum EpochEnd {
+    /// Its last step is done; `checkpoint_due`: the step or minute cadence asks for a checkpoint.
+    Finished { checkpoint_due: bool },
+    /// Stopped before its end by `--stop-after-steps` or a signal (on any rank).
+    Stopped { by_signal: bool },
 }
 
 /// Parameters are compared across ranks every this many steps (and at each checkpoint).
@@ -101,16 +119,15 @@ impl Trainer<'_> {
         self.elapsed_before + self.started.elapsed().as_secs_f64()
     }
 
-    /// Trains the rest of epoch `pos.epoch`. Returns whether training was asked to stop
-    /// (Ctrl-C or `stop_after`) before the epoch's end.
+    /// Trains the rest of epoch `pos.epoch`, writing the checkpoints its cadence asks for.
     fn epoch(
         &self,
         st: &mut State,
         metrics: &mut Option<MetricsLog>,
         progress: &TrainProgress,
-        stop: &AtomicBool,
+        stop: &StopRequest,
         stop_after: Option<u64>,
-    ) -> Result<bool> {
+    ) -> Result<EpochEnd> {
         let cfg = self.cfg;
         let size = self.aug.size();
         let order = epoch_order(self.train.len(), cfg.seed, st.pos.epoch);
@@ -213,22 +230,53 @@ impl Trainer<'_> {
                     })?;
                     window = (Instant::now(), 0);
                 }
-                // Every rank stops at the same step (a signal may reach them at different ones).
-                let stopping = stop_after.is_some_and(|s| st.pos.global_step >= s) || stop.load(Ordering::SeqCst);
-                if any_rank(&*self.world, stopping) {
-                    return Ok(true);
+                // Every rank stops and saves at the same steps (a signal may reach one rank
+                // only; rank 0's clock decides the minute cadence).
+                let t = &cfg.train;
+                let due = t.checkpoint_every_steps > 0 && st.pos.global_step.is_multiple_of(t.checkpoint_every_steps)
+                    || t.checkpoint_every_minutes > 0.0
+                        && dist::is_root(&*self.world)
+                        && self.last_save.get().elapsed().as_secs_f64() >= 60.0 * t.checkpoint_every_minutes;
+                let [stop_after_hit, signalled, due] = any_rank_each(
+                    &*self.world,
+                    [stop_after.is_some_and(|s| st.pos.global_step >= s), stop.received().is_some(), due],
+                );
+                if stop_after_hit || signalled {
+                    return Ok(EpochEnd::Stopped { by_signal: signalled });
+                }
+                if due && last_of_epoch {
+                    return Ok(EpochEnd::Finished { checkpoint_due: true });
+                }
+                if due {
+                    self.save(st, metrics)?;
                 }
             }
-            Ok(false)
+            Ok(EpochEnd::Finished { checkpoint_due: false })
         })
     }
 
-    /// Writes the checkpoint (rank 0; every rank calls this at the same steps).
-    fn save(&self, st: &State) -> Result<()> {
+    /// Writes the checkpoint (rank 0; every rank calls this at the same steps and returns once
+    /// rank 0's file is on disk, so no rank exits before it).
+    fn save(&self, st: &State, metrics: &mut Option<MetricsLog>) -> Result<()> {
         let model = st.model.as_ref().expect("model present between steps");
         dist::grads::check_same(&*self.world, model, st.pos.global_step)?;
-        if !dist::is_root(&*self.world) {
-            return Ok(());
+        let written = if dist::is_root(&*self.world) { self.write_checkpoint(st, metrics) } else { Ok(()) };
+        let [failed] = any_rank_each(&*self.world, [written.is_err()]);
+        written?;
+        if failed {
+            bail!("rank 0 could not write the checkpoint at step {} (see its error)", st.pos.global_step);
+        }
+        self.last_save.set(Instant::now());
+        Ok(())
+    }
+
+    /// Rank 0's part of [`save`](Self::save): the metrics so far, then the checkpoint (also
+    /// kept as `checkpoints/step-N` when `train.keep_checkpoints > 1`), each durable before the
+    /// next, and only then the kept checkpoints beyond the newest K deleted.
+    fn write_checkpoint(&self, st: &State, metrics: &mut Option<MetricsLog>) -> Result<()> {
+        let model = st.model.as_ref().expect("model present between steps");
+        if let Some(m) = metrics.as_mut() {
+            m.sync()?;
         }
         let ck = Checkpoint {
             position: st.pos,
@@ -244,62 +292,117 @@ impl Trainer<'_> {
             .into_iter()
             .collect(),
         };
-        ck.save(&self.run.checkpoint())
-            .with_context(|| format!("writing checkpoint {}", self.run.checkpoint().display()))
+        let keep = self.cfg.train.keep_checkpoints;
+        let links = if keep > 1 {
+            let dir = self.run.kept_dir();
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            vec![self.run.kept(st.pos.global_step)]
+        } else {
+            Vec::new()
+        };
+        let previous = if self.run.checkpoint().is_file() {
+            format!("the previous checkpoint {} is intact", self.run.checkpoint().display())
+        } else {
+            "no earlier checkpoint exists".to_string()
+        };
+        crate::atomic::write_bytes_linked(&self.run.checkpoint(), &ck.to_bytes()?, &links).with_context(|| {
+            format!("writing checkpoint {} at step {} ({previous})", self.run.checkpoint().display(), st.pos.global_step)
+        })?;
+        self.run.prune_kept(keep.max(1), None)
     }
 }
 
-/// Whether `flag` holds on any rank (one small all-reduce; `flag` itself in one process).
-fn any_rank(world: &dyn dist::Collective, flag: bool) -> bool {
+/// Whether each flag holds on any rank (one small all-reduce; the flags themselves in one
+/// process).
+fn any_rank_each<const N: usize>(world: &dyn dist::Collective, flags: [bool; N]) -> [bool; N] {
     if world.size() == 1 {
-        return flag;
+        return flags;
     }
-    let mut v = [f64::from(u8::from(flag))];
+    let mut v = flags.map(|f| f64::from(u8::from(f)));
     world.all_reduce_sum_f64(&mut v);
-    v[0] > 0.0
+    v.map(|x| x > 0.0)
 }
 
-/// Installs a Ctrl-C handler once: the first press asks the loop to stop after the current
-/// step (with a checkpoint), a second press exits at once.
-fn interrupt_flag() -> Arc<AtomicBool> {
-    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
-    FLAG.get_or_init(|| {
-        let flag = Arc::new(AtomicBool::new(false));
-        let f = flag.clone();
-        let _ = ctrlc::set_handler(move || {
-            if f.swap(true, Ordering::SeqCst) {
-                eprintln!("\ninterrupted again: exiting without a checkpoint");
-                std::process::exit(130);
+/// The run's checkpoint bytes, checked: a damaged file is refused naming the newest kept
+/// checkpoint that loads, which `--resume-from` can continue from.
+fn read_checkpoint(run: &RunDir, path: &Path) -> Result<(Vec<u8>, Checkpoint)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+    match Checkpoint::from_bytes(&bytes, path) {
+        Ok(ck) => Ok((bytes, ck)),
+        Err(e) => {
+            let same = |p: &Path| std::fs::read(p).is_ok_and(|b| b == bytes);
+            let good = run
+                .kept_checkpoints()
+                .into_iter()
+                .rev()
+                .find(|(_, p)| !same(p) && std::fs::read(p).is_ok_and(|b| Checkpoint::from_bytes(&b, p).is_ok()));
+            match good {
+                Some((step, p)) => Err(e.context(format!(
+                    "cannot resume from it; the newest good checkpoint is {} (step {step}): continue from it with --resume-from {}",
+                    p.display(),
+                    p.display()
+                ))),
+                None => Err(e.context(format!(
+                    "cannot resume from it, and no earlier checkpoint is kept in {} (train.keep_checkpoints keeps some)",
+                    run.kept_dir().display()
+                ))),
             }
-            eprintln!("\ninterrupted: finishing this step and writing a checkpoint (Ctrl-C again to exit now)");
-        });
-        flag
-    })
-    .clone()
+        }
+    }
+}
+
+/// Refuses a `--config`/`--set` given with `--resume` that does not resolve to the run's own
+/// configuration, listing every differing key.
+fn check_same_config(given: &Config, saved: &Config, checkpoint: &Path) -> Result<()> {
+    let diffs = crate::config::differences(&given.to_toml(), &saved.to_toml());
+    if !diffs.is_empty() {
+        let list: Vec<String> =
+            diffs.iter().map(|(k, a, b)| format!("{k} = {a} on the command line but {b} in the run")).collect();
+        bail!(
+            "--resume: the configuration on the command line differs from the run's (saved in {}): {}. Drop --config/--set to continue with the run's own, or start a new run in another --out",
+            checkpoint.display(),
+            list.join("; ")
+        );
+    }
+    Ok(())
 }
 
 /// Runs (or resumes) a pretraining run.
 pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
     let world = dist::world();
     let root = dist::is_root(&*world);
-    // Rank 0 owns the run folder; the others get its checkpoint through MPI (so no rank but
-    // rank 0 needs to see the folder).
-    let run = if root { RunDir::prepare(&opts.out, opts.resume)? } else { RunDir::new(&opts.out) };
-    let resumed = if opts.resume {
-        let bytes = if root {
-            std::fs::read(run.checkpoint())
-                .with_context(|| format!("reading checkpoint {}", run.checkpoint().display()))?
-        } else {
-            Vec::new()
-        };
-        Some(Checkpoint::from_bytes(&world.broadcast_bytes(bytes), &run.checkpoint())?)
+    // Listen for signals before anything lasting is written.
+    let stop = StopRequest::install().context("installing the signal handlers")?;
+    stop.reset();
+    // Rank 0 owns (and locks) the run folder and decides whether to resume; the others get its
+    // checkpoint through MPI (so no rank but rank 0 needs to see the folder). An empty
+    // broadcast means a new run.
+    let source = opts.resume_from.clone().unwrap_or_else(|| RunDir::new(&opts.out).checkpoint());
+    let (run, _lock, bytes) = if root {
+        let (run, lock, resuming) = RunDir::prepare(&opts.out, opts.resume, opts.resume_from.as_deref())?;
+        let bytes = if resuming { read_checkpoint(&run, &source)?.0 } else { Vec::new() };
+        (run, Some(lock), bytes)
     } else {
-        None
+        (RunDir::new(&opts.out), None, Vec::new())
     };
+    let bytes = world.broadcast_bytes(bytes);
+    let resumed = if bytes.is_empty() { None } else { Some(Checkpoint::from_bytes(&bytes, &source)?) };
+    drop(bytes);
     let cfg = match &resumed {
-        Some(ck) => Config::from_table(toml::from_str(&ck.config).context("checkpoint config")?)
-            .context("the checkpoint's configuration no longer validates")?,
-        None => opts.config.clone(),
+        Some(ck) => {
+            let saved = Config::from_table(toml::from_str(&ck.config).context("checkpoint config")?)
+                .context("the checkpoint's configuration no longer validates")?;
+            if opts.config_given {
+                check_same_config(&opts.config, &saved, &source)?;
+            }
+            saved
+        }
+        None => {
+            if opts.resume == Resume::Auto && opts.verbose {
+                eprintln!("no checkpoint in {}: starting a new run", opts.out.display());
+            }
+            opts.config.clone()
+        }
     };
     let chosen = backend::choose(opts.backend.unwrap_or(cfg.train.backend))?;
     let ranks = if world.size() > 1 {
@@ -342,8 +445,8 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
         &dist::agree::RunIdentity {
             config: cfg.to_toml(),
             options: format!(
-                "--resume={} --stop-after-steps={:?} --stop-on-collapse={} backend={}",
-                opts.resume, opts.stop_after_steps, opts.stop_on_collapse, chosen.backend
+                "--resume={:?} --resume-from={:?} --stop-after-steps={:?} --stop-on-collapse={} backend={}",
+                opts.resume, opts.resume_from, opts.stop_after_steps, opts.stop_on_collapse, chosen.backend
             ),
             data: dist::agree::data_fingerprint(&ds),
         },
@@ -404,22 +507,34 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
         elapsed_before,
         started: Instant::now(),
         world: world.clone(),
+        last_save: Cell::new(Instant::now()),
     };
     let mut metrics = if root {
-        Some(MetricsLog::open(&trainer.run.metrics(), resumed.as_ref().map(|c| c.position.global_step))?)
+        // Lines (and kept checkpoints) past the resumed step belong to a future this run
+        // replaces; a new run in a folder left without a checkpoint starts the file afresh.
+        let upto = resumed.as_ref().map_or(0, |c| c.position.global_step);
+        trainer.run.prune_kept(usize::MAX, Some(upto))?;
+        Some(MetricsLog::open(&trainer.run.metrics(), Some(upto))?)
     } else {
         None
     };
     let progress = TrainProgress::new(cfg.train.epochs, steps_per_epoch, opts.verbose);
-    let stop = interrupt_flag();
-    stop.store(false, Ordering::SeqCst);
 
     while st.pos.epoch < cfg.train.epochs {
         progress.start_epoch(st.pos.epoch, st.pos.step_in_epoch);
-        let interrupted = trainer.epoch(&mut st, &mut metrics, &progress, &stop, opts.stop_after_steps)?;
-        if interrupted {
-            trainer.save(&st)?;
+        let end = trainer.epoch(&mut st, &mut metrics, &progress, &stop, opts.stop_after_steps)?;
+        if let EpochEnd::Stopped { by_signal } = end {
+            trainer.save(&st, &mut metrics)?;
             progress.finish();
+            if by_signal {
+                let signal = stop.received().map_or("a signal on another rank", super::signals::name);
+                return Err(StoppedBySignal {
+                    signal: signal.to_string(),
+                    step: st.pos.global_step,
+                    checkpoint: trainer.run.checkpoint(),
+                }
+                .into());
+            }
             if opts.verbose {
                 eprintln!(
                     "stopped at global step {}; checkpoint written to {} (continue with --resume)",
@@ -437,8 +552,9 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
         st.pos.epoch += 1;
         st.pos.step_in_epoch = 0;
         progress.end_epoch();
-        if st.pos.epoch.is_multiple_of(cfg.train.checkpoint_every) || st.pos.epoch == cfg.train.epochs {
-            trainer.save(&st)?;
+        let due = matches!(end, EpochEnd::Finished { checkpoint_due: true });
+        if due || st.pos.epoch.is_multiple_of(cfg.train.checkpoint_every) || st.pos.epoch == cfg.train.epochs {
+            trainer.save(&st, &mut metrics)?;
         }
         if let Some(l) = st.last_loss {
             progress.println(&format!("epoch {}/{}: loss {l:.4}", st.pos.epoch, cfg.train.epochs));

@@ -2,8 +2,9 @@
 
 #![allow(dead_code)]
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub fn selfsup() -> Command {
     Command::new(env!("CARGO_BIN_EXE_selfsup"))
@@ -43,4 +44,51 @@ pub fn shapes_folder(root: &Path, classes: usize, per_class: usize, size: u32) {
             img.save(dir.join(format!("{i:03}.png"))).unwrap();
         }
     }
+}
+
+/// A started process whose stderr goes to a file (no pipe to fill while it runs).
+pub struct Launch {
+    pub child: Child,
+    stderr: PathBuf,
+}
+
+impl Launch {
+    pub fn start(mut cmd: Command, dir: &Path, name: &str) -> Launch {
+        let stderr = dir.join(format!("{name}.stderr"));
+        let file = std::fs::File::create(&stderr).unwrap();
+        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(file).spawn().expect("start the command");
+        Launch { child, stderr }
+    }
+
+    /// Whether it has ended (without waiting).
+    pub fn ended(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+
+    /// Waits at most `limit`; a process still running then is killed and fails the test.
+    pub fn wait(mut self, limit: Duration) -> (ExitStatus, String) {
+        let t = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, std::fs::read_to_string(&self.stderr).unwrap_or_default());
+            }
+            if t.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let err = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+                panic!("still running after {limit:?} (killed): {err}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+pub fn launch_and_wait(cmd: Command, dir: &Path, name: &str, limit: Duration) -> (ExitStatus, String) {
+    Launch::start(cmd, dir, name).wait(limit)
+}
+
+/// Sends `sig` (as `kill` takes it: "-9", "-TERM") to `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig} {pid}");
 }
