@@ -10,7 +10,8 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 
 /// How to decode.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,8 +55,17 @@ pub fn decode_file(path: &Path, opts: &DecodeOptions) -> Result<RgbImage8, Strin
     decode_bytes(&bytes, opts)
 }
 
-/// Reads only the header: the image's size, or the reason it cannot be decoded.
+/// A decoder's error as one line (some end theirs with a newline).
+fn one_line(e: String) -> String {
+    e.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Reads only the header: the image's size, or the reason it cannot be decoded (one line).
 pub fn probe_file(path: &Path, opts: &DecodeOptions) -> Result<(u32, u32), String> {
+    probe(path, opts).map_err(one_line)
+}
+
+fn probe(path: &Path, opts: &DecodeOptions) -> Result<(u32, u32), String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let len = file.metadata().map_err(|e| e.to_string())?.len();
     if len == 0 {
@@ -64,6 +74,11 @@ pub fn probe_file(path: &Path, opts: &DecodeOptions) -> Result<(u32, u32), Strin
     let reader = ImageReader::new(std::io::BufReader::new(file)).with_guessed_format().map_err(|e| e.to_string())?;
     if reader.format().is_none() {
         return Err("not a recognised image format".into());
+    }
+    // The TIFF header reader allocates what the directory declares (see `tiff_entries_fit`):
+    // check the whole (rare) TIFF file first.
+    if reader.format() == Some(ImageFormat::Tiff) {
+        tiff_chunks_fit(&std::fs::read(path).map_err(|e| e.to_string())?)?;
     }
     let (w, h) = reader.into_dimensions().map_err(|e| e.to_string())?;
     check_pixels(w, h, opts)?;
@@ -80,14 +95,97 @@ fn check_pixels(w: u32, h: u32, opts: &DecodeOptions) -> Result<(), String> {
     Ok(())
 }
 
-/// Decodes an in-memory file.
+/// Decodes an in-memory file; the error is one line.
 pub fn decode_bytes(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage8, String> {
+    decode_in_memory(bytes, opts).map_err(one_line)
+}
+
+/// Refuses a TIFF whose strips or tiles are declared to lie beyond the end of the file.
+///
+/// Fuzzing fix: the tiff decoder reads a strip into a buffer that grows towards the strip's
+/// declared byte count before it finds the file too short; one flipped bit in a 786-byte file
+/// made it allocate 254 MiB, past the `max_alloc` limit it was given. No strip of a valid file
+/// extends past the file's end, so none is lost.
+fn tiff_chunks_fit(bytes: &[u8]) -> Result<(), String> {
+    use tiff::tags::Tag;
+    tiff_entries_fit(bytes)?;
+    let mut d = tiff::decoder::Decoder::new(Cursor::new(bytes)).map_err(|e| e.to_string())?;
+    for (offsets, counts) in [(Tag::StripOffsets, Tag::StripByteCounts), (Tag::TileOffsets, Tag::TileByteCounts)] {
+        let offsets = d.find_tag_unsigned_vec::<u64>(offsets).map_err(|e| e.to_string())?.unwrap_or_default();
+        let counts = d.find_tag_unsigned_vec::<u64>(counts).map_err(|e| e.to_string())?.unwrap_or_default();
+        for (o, c) in offsets.iter().zip(&counts) {
+            if o.checked_add(*c).is_none_or(|end| end > bytes.len() as u64) {
+                return Err(format!("TIFF data at bytes {o}..+{c} lies beyond the end of the {}-byte file", bytes.len()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a TIFF with a directory entry whose declared values lie beyond the end of the file.
+///
+/// Fuzzing fix: tiff 0.11 reserves room for all of an entry's declared values (32 bytes each)
+/// before reading them, so a count of 8 million in a 786-byte file allocated 254 MiB before the
+/// read failed. This walks the directories (classic and BigTIFF) the way the TIFF 6.0 and
+/// BigTIFF specifications lay them out, and checks each entry's extent against the file size.
+fn tiff_entries_fit(bytes: &[u8]) -> Result<(), String> {
+    let short = || "TIFF directory beyond the end of the file".to_string();
+    let le = match bytes.get(..2) {
+        Some(b"II") => true,
+        Some(b"MM") => false,
+        _ => return Ok(()), // not TIFF: the decoder says so
+    };
+    let uint = |at: usize, n: usize| -> Result<u64, String> {
+        let b = bytes.get(at..at.checked_add(n).ok_or_else(short)?).ok_or_else(short)?;
+        Ok(if le { b.iter().rev().fold(0, |v, &x| v << 8 | u64::from(x)) } else { b.iter().fold(0, |v, &x| v << 8 | u64::from(x)) })
+    };
+    // Classic: 2-byte entry count, 12-byte entries (4-byte count, 4 inline bytes), 4-byte
+    // offsets; BigTIFF (version 43): 8-byte count, 20-byte entries, 8-byte offsets.
+    let big = uint(2, 2)? == 43;
+    let (count_len, entry_len, word) = if big { (8, 20, 8) } else { (2, 12, 4) };
+    let mut next = uint(if big { 8 } else { 4 }, word)?;
+    let mut seen = std::collections::HashSet::new();
+    while next != 0 && seen.insert(next) && seen.len() <= 64 {
+        let at = usize::try_from(next).map_err(|_| short())?;
+        let entries = uint(at, count_len)?;
+        for i in 0..entries {
+            let e = usize::try_from(i).ok().and_then(|i| (at + count_len).checked_add(i.checked_mul(entry_len)?)).ok_or_else(short)?;
+            let size = match uint(e + 2, 2)? {
+                1 | 2 | 6 | 7 => 1,
+                3 | 8 => 2,
+                4 | 9 | 11 | 13 => 4,
+                5 | 10 | 12 | 16 | 17 | 18 => 8,
+                _ => continue, // unknown types are skipped by readers
+            };
+            let count = uint(e + 4, word)?;
+            let extent = count.checked_mul(size).ok_or_else(short)?;
+            if extent > word as u64 {
+                let offset = uint(e + 4 + word, word)?;
+                if offset.checked_add(extent).is_none_or(|end| end > bytes.len() as u64) {
+                    return Err(format!(
+                        "TIFF tag {} declares {count} values beyond the end of the {}-byte file",
+                        uint(e, 2)?,
+                        bytes.len()
+                    ));
+                }
+            }
+        }
+        next = uint(at + count_len + usize::try_from(entries).map_err(|_| short())? * entry_len, word)?;
+    }
+    Ok(())
+}
+
+fn decode_in_memory(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage8, String> {
     if bytes.is_empty() {
         return Err("empty file".into());
     }
     let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
-    if reader.format().is_none() {
+    let format = reader.format();
+    if format.is_none() {
         return Err("not a recognised image format".into());
+    }
+    if format == Some(ImageFormat::Tiff) {
+        tiff_chunks_fit(bytes)?;
     }
     let mut limits = Limits::default();
     limits.max_alloc = Some(opts.max_pixels.saturating_mul(16)); // RGBA f32 at worst
@@ -95,7 +193,11 @@ pub fn decode_bytes(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage8, Str
     let mut decoder = reader.into_decoder().map_err(|e| e.to_string())?;
     let (w, h) = decoder.dimensions();
     check_pixels(w, h, opts)?;
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = match format {
+        Some(ImageFormat::WebP) => webp_exif(bytes).and_then(Orientation::from_exif_chunk),
+        _ => decoder.orientation().ok(),
+    }
+    .unwrap_or(Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())?;
     img.apply_orientation(orientation);
     let rgb = img.to_rgb8();
@@ -107,6 +209,27 @@ pub fn decode_bytes(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage8, Str
         rgb
     };
     Ok(RgbImage8 { width: tw, height: th, pixels: rgb.into_raw() })
+}
+
+/// The EXIF chunk of an extended (VP8X) WebP file, sliced from the file.
+///
+/// Fuzzing fix: the image crate's WebP decoder reads this chunk, when asked for the
+/// orientation, into a buffer of the size the chunk's header declares: up to 4 GiB for a file
+/// of a few bytes, outside the `max_alloc` limit. A slice of the file cannot exceed the file.
+fn webp_exif(bytes: &[u8]) -> Option<&[u8]> {
+    if bytes.get(12..16)? != b"VP8X" {
+        return None;
+    }
+    let mut pos = 12; // after "RIFF", the RIFF size and "WEBP": one chunk after another
+    while let Some(header) = bytes.get(pos..pos + 8) {
+        let size = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        let body = bytes.get(pos + 8..)?.get(..size)?;
+        if &header[..4] == b"EXIF" {
+            return Some(body);
+        }
+        pos += 8 + size + size % 2;
+    }
+    None
 }
 
 #[cfg(test)]

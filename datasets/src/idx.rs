@@ -26,21 +26,42 @@ pub fn detect(path: &Path) -> Option<PathBuf> {
         .or_else(|| name.contains("images.idx3").then(|| path.to_path_buf()))
 }
 
-fn read_all(path: &Path) -> Result<Vec<u8>, DatasetError> {
+/// Deflate expands data at most about 1032:1, so a gzip file of `n` bytes cannot hold more than
+/// this many times `n` bytes; a header declaring more is refused before anything is inflated.
+const MAX_GZIP_RATIO: u64 = 1100;
+
+/// The file's bytes, inflated if it ends in `.gz`.
+///
+/// Fuzzing fix: a `.gz` file used to be inflated whole, so a tiny gzip bomb could fill memory.
+/// Now the IDX header is inflated first, then at most the payload it declares; a declared size
+/// that the compressed file cannot possibly hold is refused before inflating any of it.
+fn read_all(path: &Path, want_dims: u8) -> Result<Vec<u8>, DatasetError> {
     let raw = std::fs::read(path).map_err(|e| DatasetError::io(path, e))?;
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| DatasetError::format(path, format!("gzip: {e}")))?;
-        Ok(out)
-    } else {
-        Ok(raw)
+    if !path.extension().is_some_and(|e| e == "gz") {
+        return Ok(raw);
     }
+    let gzip = |e: std::io::Error| DatasetError::format(path, format!("gzip: {e}"));
+    let mut stream = flate2::read::GzDecoder::new(&raw[..]);
+    let mut out = Vec::new();
+    let header_len = 4 + 4 * u64::from(want_dims);
+    stream.by_ref().take(header_len).read_to_end(&mut out).map_err(gzip)?;
+    let (_, _, payload) = read_header(path, &out, want_dims)?;
+    let payload = payload as u64;
+    if payload > (raw.len() as u64).saturating_mul(MAX_GZIP_RATIO) {
+        return Err(DatasetError::format(
+            path,
+            format!("IDX header declares {payload} bytes of data, more than a {}-byte gzip file can hold", raw.len()),
+        ));
+    }
+    // One byte more than declared, so that `parse` still reports an over-long payload.
+    stream.take(payload + 1).read_to_end(&mut out).map_err(gzip)?;
+    Ok(out)
 }
 
-/// Parses an IDX header: returns the dimensions and the payload.
-fn parse(path: &Path, bytes: &[u8], want_dims: u8) -> Result<(Vec<usize>, usize), DatasetError> {
+/// Checks an IDX header: returns the dimensions, the header's length and the payload's
+/// (computed with checked arithmetic: fuzzing fix, the product of three 32-bit dimensions
+/// overflowed, a panic in debug builds and a wrong size in release).
+fn read_header(path: &Path, bytes: &[u8], want_dims: u8) -> Result<(Vec<usize>, usize, usize), DatasetError> {
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
         return Err(DatasetError::format(path, "not an IDX file (bad magic number)"));
     }
@@ -60,8 +81,16 @@ fn parse(path: &Path, bytes: &[u8], want_dims: u8) -> Result<(Vec<usize>, usize)
     let dims: Vec<usize> = (0..usize::from(want_dims))
         .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
         .collect();
-    let payload: usize = dims.iter().product();
-    if bytes.len() != header + payload {
+    let payload = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| {
+        DatasetError::format(path, format!("IDX header declares dimensions {dims:?}, too large to address"))
+    })?;
+    Ok((dims, header, payload))
+}
+
+/// Parses an IDX file: returns the dimensions and the payload's offset.
+fn parse(path: &Path, bytes: &[u8], want_dims: u8) -> Result<(Vec<usize>, usize), DatasetError> {
+    let (dims, header, payload) = read_header(path, bytes, want_dims)?;
+    if bytes.len() - header != payload {
         return Err(DatasetError::format(
             path,
             format!("IDX payload is {} bytes, header says {payload}", bytes.len() - header),
@@ -78,26 +107,34 @@ pub fn labels_path(images: &Path) -> PathBuf {
 
 /// Reads an images file and its labels file.
 pub fn read(images: &Path) -> Result<Loaded, DatasetError> {
-    let bytes = read_all(images)?;
+    let bytes = read_all(images, 3)?;
     let (dims, header) = parse(images, &bytes, 3)?;
     let (n, rows, cols) = (dims[0], dims[1], dims[2]);
+    // Fuzzing fix: a 0-pixel image size made `chunks_exact(0)` below panic.
+    if rows == 0 || cols == 0 {
+        return Err(DatasetError::format(images, format!("IDX images of {cols}x{rows} pixels")));
+    }
     let lpath = labels_path(images);
     if !lpath.is_file() {
         return Err(DatasetError::format(images, format!("labels file {} not found beside it", lpath.display())));
     }
-    let lbytes = read_all(&lpath)?;
+    let lbytes = read_all(&lpath, 1)?;
     let (ldims, lheader) = parse(&lpath, &lbytes, 1)?;
     if ldims[0] != n {
         return Err(DatasetError::format(&lpath, format!("{} labels for {n} images", ldims[0])));
     }
     let labels: Vec<u32> = lbytes[lheader..].iter().map(|&l| u32::from(l)).collect();
     let mut chunk = ChunkBuilder::default();
-    let mut rgb = vec![0u8; rows * cols * 3];
-    for img in bytes[header..].chunks_exact(rows * cols) {
-        for (px, &g) in rgb.chunks_exact_mut(3).zip(img) {
-            px.fill(g);
+    // Fuzzing fix: with 0 images the payload check does not bound rows × cols, which sized this
+    // buffer (gigabytes asked for by a 16-byte file); with at least one, rows × cols ≤ payload.
+    if n > 0 {
+        let mut rgb = vec![0u8; rows * cols * 3];
+        for img in bytes[header..].chunks_exact(rows * cols) {
+            for (px, &g) in rgb.chunks_exact_mut(3).zip(img) {
+                px.fill(g);
+            }
+            chunk.push(cols as u32, rows as u32, &rgb);
         }
-        chunk.push(cols as u32, rows as u32, &rgb);
     }
     let n_classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
     Ok(Loaded {
