@@ -16,7 +16,7 @@ pub enum BackendChoice {
     Auto,
     /// burn's pure-Rust CPU backend (the fastest CPU backend, see BENCHMARKS.md).
     Flex,
-    /// burn's ndarray CPU backend (deprecated upstream; slow convolutions).
+    /// burn's ndarray CPU backend (deprecated upstream; selfsup's convolution and batch-norm kernels run on it as on flex).
     Ndarray,
     /// wgpu: Vulkan, Metal or DX12 GPUs (or a software Vulkan such as lavapipe).
     Wgpu,

@@ -8,6 +8,7 @@
 pub mod atomic;
 pub mod backend;
 pub mod bench;
+pub mod caption;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod cpu_kernels;
 pub mod data;
 pub mod dist;
 pub mod eval;
+pub mod interop;
 pub mod loss;
 pub mod model;
 pub mod named_tensors;

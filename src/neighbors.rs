@@ -48,10 +48,12 @@ pub fn grid(ds: &Dataset, rows: &[(RgbImage, Vec<usize>)], cell: u32) -> RgbImag
             }
         }
         imageops::replace(&mut out, &q, i64::from(GAP), i64::from(y));
+        crate::caption::caption(&mut out, GAP, y, cell, "query");
         for (c, &i) in nbs.iter().enumerate() {
             let img = ds.with_image(i, |w, h, px| RgbImage::from_raw(w, h, px.to_vec()).expect("RGB buffer"));
             let x = GAP + (c as u32 + 1) * (cell + GAP);
             imageops::replace(&mut out, &fit(&img, cell), i64::from(x), i64::from(y));
+            crate::caption::caption(&mut out, x, y, cell, &crate::preview::image_caption(ds, i));
         }
     }
     out

@@ -1,6 +1,7 @@
 //! The augmentation preview grid: one row per image, the original then its two views (the
 //! views epoch 0 of a run with the same seed would train on), small images enlarged with
-//! nearest-neighbour so a person can see the pixels.
+//! nearest-neighbour so a person can see the pixels; the original captioned with its class (or
+//! file name), the views with their number.
 
 use image::{Rgb, RgbImage, imageops};
 use selfsup_augment::{Augmenter, ImageRef, Scratch, view_rng};
@@ -33,6 +34,17 @@ pub fn fit(img: &RgbImage, cell: u32) -> RgbImage {
     out
 }
 
+/// What a picture of dataset image `i` is captioned with: its class, else its file name.
+pub fn image_caption(ds: &Dataset, i: usize) -> String {
+    match ds.label(i).and_then(|l| ds.classes().get(l as usize)) {
+        Some(class) => class.clone(),
+        None => {
+            let name = ds.name(i);
+            std::path::Path::new(&name).file_name().map_or(name.clone(), |n| n.to_string_lossy().into_owned())
+        }
+    }
+}
+
 /// Builds the grid for dataset images `indices`.
 pub fn grid(ds: &Dataset, aug: &Augmenter, indices: &[usize], seed: u64) -> RgbImage {
     let size = aug.size() as u32;
@@ -53,9 +65,11 @@ pub fn grid(ds: &Dataset, aug: &Augmenter, indices: &[usize], seed: u64) -> RgbI
             (original, views)
         });
         let y = GAP + r as u32 * (cell + GAP);
+        let captions = [image_caption(ds, i), "view 1".into(), "view 2".into()];
         for (c, img) in std::iter::once(&original).chain(&views).enumerate() {
             let x = GAP + c as u32 * (cell + GAP);
             imageops::replace(&mut out, &fit(img, cell), i64::from(x), i64::from(y));
+            crate::caption::caption(&mut out, x, y, cell, &captions[c]);
         }
     }
     out

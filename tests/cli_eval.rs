@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{run, shapes_folder};
+use common::{embed, read_npy, run, shapes_folder};
 use selfsup::eval::record::EvalRecord;
 
 const SMOKE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/smoke.toml");
@@ -78,23 +78,10 @@ fn knn_and_probe_against_both_baselines_are_saved_in_the_run() {
 fn embed_neighbors_export_and_report() {
     let (d, data, out) = trained();
     let npy = d.path().join("emb/emb.npy");
-    let (o, err) = run(&[
-        "embed",
-        "--model",
-        out.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        npy.to_str().unwrap(),
-        "--backend",
-        "flex",
-        "-q",
-    ]);
+    let (o, err) = embed(&out, &data, &npy);
     assert!(o.status.success(), "{err}");
-    let bytes = std::fs::read(&npy).unwrap();
-    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    assert!(std::str::from_utf8(&bytes[10..10 + hlen]).unwrap().contains("'shape': (36, 256)"));
-    assert_eq!(bytes.len(), 10 + hlen + 36 * 256 * 4);
+    let (rows, dim, _) = read_npy(&npy);
+    assert_eq!((rows, dim), (36, 256));
     let csv = std::fs::read_to_string(npy.with_extension("csv")).unwrap();
     assert_eq!(csv.lines().count(), 37);
     assert!(csv.lines().nth(1).unwrap().ends_with(",0,class0"), "{csv}");

@@ -33,7 +33,7 @@ fn pretrain_writes_a_complete_run_folder_and_the_loss_falls() {
     }
     let m = metrics::read(&out.join("metrics.jsonl")).unwrap();
     assert_eq!(m.len(), 8 * 48 / 8, "one line per step with log_every = 1");
-    assert!(m.iter().all(|r| r.loss.is_finite() && r.lr > 0.0 && r.images_per_sec > 0.0));
+    assert!(m.iter().all(|r| r.loss.is_finite() && r.lr > 0.0 && r.pairs_per_sec > 0.0));
     assert!(m.iter().all(|r| (-1.0..=1.0).contains(&r.pos_sim) && (-1.0..=1.0).contains(&r.neg_sim)));
     // 16 embeddings per step: chance level is ln(15) = 2.708. Batches of 8 make single steps
     // noisy, so compare epoch means: the last epoch is clearly below the first and below chance,

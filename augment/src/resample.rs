@@ -195,6 +195,42 @@ fn fixed_taps(taps: &[Taps], weights: &[f32], in_size: u32, starts: &mut Vec<u32
 mod tests {
     use super::*;
 
+    #[test]
+    fn upscaling_matches_imageproc_bilinear_warp() {
+        // Enlarging has nothing to antialias: it is bilinear interpolation with pixel centres
+        // aligned (torchvision's align_corners = False, edges replicated). imageproc's warp
+        // computes that independently once each output pixel centre is mapped to its input
+        // position, x_in = (x_out + 0.5) / scale − 0.5.
+        let (w, h) = (13u32, 9u32);
+        let px: Vec<u8> = (0..w * h * 3).map(|i| ((i * 37 + i / 5) % 251) as u8).collect();
+        for (ow, oh) in [(31usize, 20usize), (26, 18), (13, 40)] {
+            let mut ours = RgbF32::new(1, 1);
+            let region = CropBox { top: 0, left: 0, height: h, width: w };
+            resample(ImageRef::new(w, h, &px), region, ow, oh, &mut ResampleScratch::default(), &mut ours);
+            let src = image::Rgb32FImage::from_fn(w, h, |x, y| {
+                let i = ((y * w + x) * 3) as usize;
+                image::Rgb([0, 1, 2].map(|c| f32::from(px[i + c]) / 255.0))
+            });
+            let (sx, sy) = (ow as f32 / w as f32, oh as f32 / h as f32);
+            let mut theirs = image::Rgb32FImage::new(ow as u32, oh as u32);
+            imageproc::geometric_transformations::warp_into_with(
+                &src,
+                move |x, y| ((x + 0.5) / sx - 0.5, (y + 0.5) / sy - 0.5),
+                imageproc::geometric_transformations::Interpolation::Bilinear,
+                imageproc::geometric_transformations::Border::Replicate,
+                &mut theirs,
+            );
+            let mut worst = 0.0f32;
+            for y in 0..oh {
+                for x in 0..ow {
+                    let (a, b) = (ours.pixel(x, y), theirs.get_pixel(x as u32, y as u32).0);
+                    worst = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(worst, f32::max);
+                }
+            }
+            assert!(worst < 1e-4, "{w}x{h} -> {ow}x{oh}: max difference {worst}");
+        }
+    }
+
     fn gradient(w: u32, h: u32) -> Vec<u8> {
         let mut v = Vec::new();
         for y in 0..h {

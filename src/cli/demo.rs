@@ -133,6 +133,7 @@ pub fn run(args: DemoArgs, verbose: bool) -> Result<()> {
         backend: args.backend,
         resume: crate::train::run_dir::Resume::No,
         resume_from: None,
+        init: None,
         stop_after_steps: None,
         stop_on_collapse: false,
         verbose,

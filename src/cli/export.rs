@@ -1,40 +1,81 @@
-//! `selfsup export`: the trained encoder's weights as a standalone safetensors file.
+//! `selfsup export`: the trained encoder as a file other tools load.
 //!
-//! Tensor names are the module paths: `backbone.<Arch>.<layer path>.<param>` for the backbone
-//! (e.g. `backbone.ConvNet.layers.0.conv.weight`, `backbone.ConvNet.layers.0.bn.running_mean`)
-//! and, with `--with-head`, `head.hidden.<i>.{linear.weight, bn.*}` and `head.out.{weight,
-//! bias}`. Convolution weights are `[out, in, kh, kw]`, linear weights `[in, out]` (burn's
-//! layout; transpose for PyTorch's `nn.Linear`). The metadata records the architecture, stem,
-//! feature dimension, input size, normalization mean/std and the evaluation crop, which is all
-//! that is needed to embed new images the way selfsup does.
+//! - `--format selfsup` (default): safetensors with selfsup's names — `backbone.<Arch>.<layer
+//!   path>.<param>` (e.g. `backbone.ConvNet.layers.0.conv.weight`, `….bn.running_mean`) and,
+//!   with `--with-head`, `head.hidden.<i>.{linear.weight, bn.*}` and `head.out.{weight, bias}`;
+//!   convolution weights `[out, in, kh, kw]`, linear weights `[in, out]` (burn's layout).
+//! - `--format torchvision`: a PyTorch `state_dict` (see [`crate::interop::torch_file`]):
+//!   torchvision's ResNet names, or for the convnet the names of `convnet.py`, written beside.
+//! - `--format onnx`: an ONNX model (see [`crate::interop::onnx`]).
+//!
+//! Every format records in its metadata the architecture, stem, feature dimension, input size,
+//! normalization mean/std and evaluation crop: all that is needed to embed new images the way
+//! selfsup does.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
-use clap::Args;
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
 use safetensors::tensor::{Dtype, TensorView};
 
+use crate::backend::BackendChoice;
 use crate::checkpoint::Checkpoint;
+use crate::config::Config;
 use crate::eval::load::checkpoint_config;
+use crate::interop;
+use crate::model::Arch;
 use crate::train::run_dir::checkpoint_path;
+
+/// File formats of `selfsup export`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// safetensors with selfsup's own tensor names and layouts.
+    Selfsup,
+    /// A PyTorch state_dict (safetensors) with torchvision's ResNet names (convnet: convnet.py's).
+    Torchvision,
+    /// An ONNX model (opset 17, dynamic batch).
+    Onnx,
+}
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
     /// Trained encoder: a run folder or a checkpoint file.
     #[arg(long)]
     pub model: PathBuf,
-    /// Output safetensors file.
+    /// Output file (.safetensors, or .onnx).
     #[arg(long)]
     pub out: PathBuf,
+    /// File format.
+    #[arg(long, value_enum, default_value = "selfsup")]
+    pub format: Format,
     /// Include the projection head (by default only the backbone, which evaluation uses).
     #[arg(long)]
     pub with_head: bool,
 }
 
-pub fn run(args: ExportArgs, verbose: bool) -> Result<()> {
-    let ck = Checkpoint::load(&checkpoint_path(&args.model)?)?;
-    let cfg = checkpoint_config(&ck)?;
+/// What every format records about the encoder.
+fn metadata(cfg: &Config, feature_dim: usize, steps: u64, format: &str) -> Vec<(String, String)> {
+    let a = &cfg.augment;
+    [
+        ("format", format.to_string()),
+        ("arch", format!("{:?}", cfg.model.arch).to_lowercase()),
+        ("stem", format!("{:?}", cfg.model.stem).to_lowercase()),
+        ("feature_dim", feature_dim.to_string()),
+        ("input", format!("[batch, 3, {0}, {0}] RGB, (x / 255 - mean) / std per channel", a.size)),
+        ("input_size", a.size.to_string()),
+        ("normalize_mean", format!("{:?}", a.normalize.mean)),
+        ("normalize_std", format!("{:?}", a.normalize.std)),
+        ("eval_crop", a.eval_crop.to_string()),
+        ("trained_steps", steps.to_string()),
+        ("selfsup", env!("CARGO_PKG_VERSION").to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn write_selfsup(args: &ExportArgs, ck: &Checkpoint, meta: HashMap<String, String>) -> Result<usize> {
     let keep: Vec<_> = ck
         .model
         .iter()
@@ -51,32 +92,52 @@ pub fn run(args: ExportArgs, verbose: bool) -> Result<()> {
         .iter()
         .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
         .collect::<Result<_, safetensors::SafeTensorError>>()?;
+    crate::atomic::write_bytes(&args.out, &safetensors::serialize(views, Some(meta))?)?;
+    Ok(keep.len())
+}
+
+pub fn run(args: ExportArgs, verbose: bool) -> Result<()> {
+    let path = checkpoint_path(&args.model)?;
+    let ck = Checkpoint::load(&path)?;
+    let cfg = checkpoint_config(&ck)?;
+    let arch = cfg.model.arch;
     let feature_dim = cfg.model.init(&burn::tensor::Device::flex()).backbone.dim();
-    let a = &cfg.augment;
-    let meta: HashMap<String, String> = [
-        ("format", "selfsup-encoder-1".to_string()),
-        ("arch", format!("{:?}", cfg.model.arch).to_lowercase()),
-        ("stem", format!("{:?}", cfg.model.stem).to_lowercase()),
-        ("feature_dim", feature_dim.to_string()),
-        ("input_size", a.size.to_string()),
-        ("normalize_mean", format!("{:?}", a.normalize.mean)),
-        ("normalize_std", format!("{:?}", a.normalize.std)),
-        ("eval_crop", a.eval_crop.to_string()),
-        ("trained_steps", ck.position.global_step.to_string()),
-        ("selfsup", env!("CARGO_PKG_VERSION").to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let data = safetensors::serialize(views, Some(meta))?;
-    crate::atomic::write_bytes(&args.out, &data)?;
+    let steps = ck.position.global_step;
+    let format_name = match args.format {
+        Format::Selfsup => "selfsup-encoder-1",
+        Format::Torchvision => "pytorch-state-dict",
+        Format::Onnx => "onnx",
+    };
+    let meta = metadata(&cfg, feature_dim, steps, format_name);
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let what = match args.format {
+        Format::Selfsup => format!("{} tensors", write_selfsup(&args, &ck, meta.into_iter().collect())?),
+        Format::Torchvision => {
+            if args.with_head {
+                bail!(
+                    "--format torchvision holds the backbone (a torchvision ResNet has no projection head); export the head with --format selfsup or onnx"
+                );
+            }
+            let n = interop::torch_file::write(&args.out, arch, &ck.model, steps, meta.into_iter().collect())?;
+            let mut what = format!("{n} tensors with PyTorch names");
+            if arch == Arch::Convnet {
+                let py = args.out.with_file_name("convnet.py");
+                crate::atomic::write_bytes(&py, interop::CONVNET_PY.as_bytes())?;
+                what.push_str(&format!(", and {} (its nn.Module)", py.display()));
+            }
+            what
+        }
+        Format::Onnx => {
+            let loaded = crate::eval::load::load(&path, BackendChoice::Flex)?;
+            let bytes = interop::onnx::encode(&loaded.encoder, cfg.augment.size as usize, args.with_head, &meta)?;
+            crate::atomic::write_bytes(&args.out, &bytes)?;
+            format!("an ONNX model, opset {}, {} bytes", interop::onnx::OPSET, bytes.len())
+        }
+    };
     if verbose {
-        eprintln!(
-            "wrote {} ({} tensors, {:?} backbone, {feature_dim}-d features)",
-            args.out.display(),
-            keep.len(),
-            cfg.model.arch
-        );
+        eprintln!("wrote {} ({what}; {arch:?} backbone, {feature_dim}-d features)", args.out.display());
     }
     Ok(())
 }

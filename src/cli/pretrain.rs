@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::ConfigArgs;
 use crate::backend::BackendChoice;
-use crate::train::run_dir::Resume;
+use crate::train::run_dir::{Resume, checkpoint_path};
 use crate::train::{PretrainOptions, pretrain};
 
 #[derive(Args, Debug)]
@@ -40,7 +40,13 @@ pub struct PretrainArgs {
     /// --out/checkpoints/ by train.keep_checkpoints) instead of its latest.
     #[arg(long, value_name = "CHECKPOINT")]
     pub resume_from: Option<PathBuf>,
-    /// Stop after this many optimizer steps in total, writing a checkpoint (resumable).
+    /// Start the backbone from existing weights (a new run; ignored on resume): a torchvision or
+    /// timm ResNet state_dict saved as safetensors (e.g. ImageNet weights), a selfsup
+    /// checkpoint, run folder or export. The projection head starts fresh.
+    #[arg(long, value_name = "WEIGHTS")]
+    pub init: Option<PathBuf>,
+    /// Stop after this many optimizer steps in total, writing a checkpoint (resumable); 0 writes
+    /// the initial weights (e.g. after --init) without training.
     #[arg(long, value_name = "STEPS")]
     pub stop_after_steps: Option<u64>,
     /// End the run (keeping the last good checkpoint) when a collapse rule fires.
@@ -65,6 +71,7 @@ pub fn run(args: PretrainArgs, verbose: bool) -> Result<()> {
         backend: args.backend,
         resume,
         resume_from: args.resume_from,
+        init: args.init.map(|p| checkpoint_path(&p).unwrap_or(p)),
         stop_after_steps: args.stop_after_steps,
         stop_on_collapse: args.stop_on_collapse,
         verbose,

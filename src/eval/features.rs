@@ -58,14 +58,21 @@ fn progress(n: usize, verbose: bool, what: &str) -> ProgressBar {
     pb
 }
 
+/// The normalized evaluation views (`[n, 3, size, size]`, CHW) of `indices`: what the
+/// backbone sees (and what an exported model expects as input).
+pub fn eval_views(aug: &Augmenter, ds: &Dataset, indices: &[usize]) -> Vec<f32> {
+    let mut views = vec![0.0f32; indices.len() * aug.view_len()];
+    aug.eval_batch(&Images(ds), indices, &mut views);
+    views
+}
+
 /// Features of `chunk` (of `aug.view_len()` values each for the pixels): values and dimension.
 fn features_of(ex: &Extractor<'_>, aug: &Augmenter, ds: &Dataset, chunk: &[usize]) -> (Vec<f32>, usize) {
     let (size, len) = (aug.size(), aug.view_len());
     if chunk.is_empty() {
         return (Vec::new(), 0);
     }
-    let mut views = vec![0.0f32; chunk.len() * len];
-    aug.eval_batch(&Images(ds), chunk, &mut views);
+    let views = eval_views(aug, ds, chunk);
     match ex {
         Extractor::Pixels => (views, len),
         Extractor::Encoder(encoder, device) => {

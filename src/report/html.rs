@@ -193,7 +193,7 @@ pub fn write_report(run_root: &Path, backend: BackendChoice, verbose: bool) -> R
 
     let mut h = String::new();
     let title =
-        format!("selfsup run {}", run.root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        format!("selfsup: {}", run.root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
     let _ = write!(
         h,
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title><style>\
@@ -222,7 +222,7 @@ pub fn write_report(run_root: &Path, backend: BackendChoice, verbose: bool) -> R
         row(
             &mut h,
             "last logged loss",
-            &format!("{:.4} at step {} ({:.0} images/s)", m.loss, m.step, m.images_per_sec),
+            &format!("{:.4} at step {} ({:.0} pairs/s)", m.loss, m.step, m.pairs_per_sec),
         );
     }
     if let Some(k) = &knn_last {

@@ -128,9 +128,20 @@ pub fn heatmap(path: &Path, title: &str, names: &[String], counts: &[Vec<u64>]) 
             .margin(10)
             .x_label_area_size(if show_names { 120 } else { 30 })
             .y_label_area_size(if show_names { 150 } else { 40 })
-            .build_cartesian_2d(0..c, 0..c)
+            // An integer range includes its end: `0..c - 1` gives the c segments.
+            .build_cartesian_2d((0..c - 1).into_segmented(), (0..c - 1).into_segmented())
             .map_err(err)?;
-        let label = |i: &usize| if show_names { names.get(*i).cloned().unwrap_or_default() } else { i.to_string() };
+        // Names sit at the centre of their cell (segmented axes); rows are drawn top-down, so
+        // the y axis's cell `v` is row `c − 1 − v`.
+        let name = |i: usize| if show_names { names.get(i).cloned().unwrap_or_default() } else { i.to_string() };
+        let x_label = |v: &SegmentValue<usize>| match v {
+            SegmentValue::CenterOf(i) if *i < c => name(*i),
+            _ => String::new(),
+        };
+        let y_label = |v: &SegmentValue<usize>| match v {
+            SegmentValue::CenterOf(i) if *i < c => name(c - 1 - i),
+            _ => String::new(),
+        };
         chart
             .configure_mesh()
             .disable_mesh()
@@ -138,8 +149,8 @@ pub fn heatmap(path: &Path, title: &str, names: &[String], counts: &[Vec<u64>]) 
             .y_desc("true")
             .x_labels(c)
             .y_labels(c)
-            .x_label_formatter(&label)
-            .y_label_formatter(&label)
+            .x_label_formatter(&x_label)
+            .y_label_formatter(&y_label)
             .x_label_style(("sans-serif", 12).into_font().transform(FontTransform::Rotate90))
             .y_label_style(("sans-serif", 12))
             .draw()
@@ -152,7 +163,9 @@ pub fn heatmap(path: &Path, title: &str, names: &[String], counts: &[Vec<u64>]) 
                     let shade = (255.0 * (1.0 - f)) as u8;
                     // Row r is drawn top-down: flip to chart coordinates.
                     let y = c - 1 - r;
-                    Rectangle::new([(col, y), (col + 1, y + 1)], RGBColor(shade, shade, 255).filled())
+                    let (x0, y0) = (SegmentValue::Exact(col), SegmentValue::Exact(y));
+                    let (x1, y1) = (SegmentValue::Exact(col + 1), SegmentValue::Exact(y + 1));
+                    Rectangle::new([(x0, y0), (x1, y1)], RGBColor(shade, shade, 255).filled())
                 })
             }))
             .map_err(err)?;

@@ -18,8 +18,11 @@ pub struct StepMetrics {
     pub epoch: u64,
     pub loss: f64,
     pub lr: f64,
-    /// Images (pairs of views) per second since the previous line.
-    pub images_per_sec: f64,
+    /// Images per second since the previous line; each image gives a pair of views, so this is
+    /// pairs/s (twice as many views go through the encoder). Files written before the rename
+    /// call it `images_per_sec`.
+    #[serde(alias = "images_per_sec")]
+    pub pairs_per_sec: f64,
     /// Mean cosine similarity of positive pairs (projections).
     pub pos_sim: f64,
     /// Mean cosine similarity of negative pairs (projections).
@@ -99,6 +102,13 @@ pub fn read(path: &Path) -> Result<Vec<StepMetrics>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_written_before_the_rename_still_read() {
+        let old = r#"{"step":3,"epoch":0,"loss":2.5,"lr":0.1,"images_per_sec":812.5,"pos_sim":0.5,"neg_sim":0.1}"#;
+        let m: StepMetrics = serde_json::from_str(old).unwrap();
+        assert_eq!((m.step, m.pairs_per_sec, m.world_size), (3, 812.5, 1));
+    }
 
     #[test]
     fn resume_drops_lines_past_the_checkpoint() {

@@ -52,6 +52,8 @@ pub struct PretrainOptions {
     pub resume: Resume,
     /// Resume from this checkpoint file instead of the run folder's latest (an earlier kept one).
     pub resume_from: Option<PathBuf>,
+    /// A new run starts its backbone from these weights (see [`crate::interop::torch_file`]).
+    pub init: Option<PathBuf>,
     /// Stop (with a checkpoint) once this many optimizer steps are done in total.
     pub stop_after_steps: Option<u64>,
     /// Stop when a collapse rule fires (also `monitor.stop_on_collapse`).
@@ -92,6 +94,8 @@ struct Trainer<'a> {
     world: World,
     /// When the last checkpoint was written (or the run started).
     last_save: Cell<Instant>,
+    /// The `--init` file the run's backbone started from, kept in the checkpoint's notes.
+    init: Option<String>,
 }
 
 /// How an epoch ended.
@@ -173,8 +177,8 @@ impl Trainer<'_> {
                 if st.pos.global_step.is_multiple_of(CHECK_EVERY) {
                     dist::grads::check_same(&*self.world, model, st.pos.global_step)?;
                 }
-                let images_per_sec = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
-                progress.step(loss, lr, images_per_sec);
+                let pairs_per_sec = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
+                progress.step(loss, lr, pairs_per_sec);
 
                 let mut record = None;
                 if let Some(m) = self.monitor.as_ref().filter(|m| m.due(st.pos.global_step)) {
@@ -221,7 +225,7 @@ impl Trainer<'_> {
                         epoch: st.pos.epoch,
                         loss: f64::from(loss),
                         lr,
-                        images_per_sec,
+                        pairs_per_sec,
                         pos_sim: scalar(out.pos_sim),
                         neg_sim: scalar(out.neg_sim),
                         elapsed_s: self.elapsed(),
@@ -290,6 +294,7 @@ impl Trainer<'_> {
                 ("elapsed_s".to_string(), format!("{:.3}", self.elapsed())),
             ]
             .into_iter()
+            .chain(self.init.clone().map(|p| ("init".to_string(), p)))
             .collect(),
         };
         let keep = self.cfg.train.keep_checkpoints;
@@ -445,8 +450,8 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
         &dist::agree::RunIdentity {
             config: cfg.to_toml(),
             options: format!(
-                "--resume={:?} --resume-from={:?} --stop-after-steps={:?} --stop-on-collapse={} backend={}",
-                opts.resume, opts.resume_from, opts.stop_after_steps, opts.stop_on_collapse, chosen.backend
+                "--resume={:?} --resume-from={:?} --init={:?} --stop-after-steps={:?} --stop-on-collapse={} backend={}",
+                opts.resume, opts.resume_from, opts.init, opts.stop_after_steps, opts.stop_on_collapse, chosen.backend
             ),
             data: dist::agree::data_fingerprint(&ds),
         },
@@ -466,8 +471,20 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
         collapsed: false,
     };
     let mut elapsed_before = 0.0;
+    let mut init_note = None;
     if resumed.is_none() {
+        if let (Some(path), true) = (&opts.init, root) {
+            let (model, w) = crate::interop::torch_file::init_backbone(st.model.take().expect("built above"), path, cfg.model.arch)?;
+            st.model = Some(model);
+            if opts.verbose {
+                let ignored = if w.ignored.is_empty() { String::new() } else { format!("; left aside: {} tensors such as {}", w.ignored.len(), w.ignored[0]) };
+                eprintln!("backbone initialized from {} ({}, {} tensors){ignored}; the projection head starts fresh", path.display(), w.kind, w.tensors.len());
+            }
+            init_note = Some(path.display().to_string());
+        }
         st.model = Some(dist::grads::broadcast_model(&*world, st.model.take().expect("built above"))?);
+    } else if opts.init.is_some() && opts.verbose {
+        eprintln!("--init ignored: the run resumes from its checkpoint");
     }
     if let Some(ck) = &resumed {
         st.model = Some(
@@ -508,6 +525,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
         started: Instant::now(),
         world: world.clone(),
         last_save: Cell::new(Instant::now()),
+        init: init_note.or_else(|| resumed.as_ref().and_then(|c| c.notes.get("init").cloned())),
     };
     let mut metrics = if root {
         // Lines (and kept checkpoints) past the resumed step belong to a future this run
@@ -520,6 +538,17 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
     };
     let progress = TrainProgress::new(cfg.train.epochs, steps_per_epoch, opts.verbose);
 
+    // Already at --stop-after-steps (0 for a new run: its initial weights, e.g. after --init).
+    if opts.stop_after_steps.is_some_and(|s| st.pos.global_step >= s) {
+        trainer.save(&st, &mut metrics)?;
+        progress.finish();
+        return Ok(PretrainSummary {
+            position: st.pos,
+            last_loss: st.last_loss,
+            interrupted: true,
+            device: chosen.description,
+        });
+    }
     while st.pos.epoch < cfg.train.epochs {
         progress.start_epoch(st.pos.epoch, st.pos.step_in_epoch);
         let end = trainer.epoch(&mut st, &mut metrics, &progress, &stop, opts.stop_after_steps)?;

@@ -1,5 +1,5 @@
 //! Progress bars for pretraining: one for epochs and one for the steps of the current epoch,
-//! showing loss, learning rate, images/s and the time left. Hidden with `--quiet` or when
+//! showing loss, learning rate, pairs/s (images, each of two views) and the time left. Hidden with `--quiet` or when
 //! stderr is not a terminal (indicatif's default).
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -36,9 +36,9 @@ impl TrainProgress {
         self.steps.set_position(first_step);
     }
 
-    pub fn step(&self, loss: f32, lr: f64, images_per_sec: f64) {
+    pub fn step(&self, loss: f32, lr: f64, pairs_per_sec: f64) {
         self.steps.inc(1);
-        self.steps.set_message(format!("loss {loss:.4}  lr {lr:.4}  {images_per_sec:.0} img/s"));
+        self.steps.set_message(format!("loss {loss:.4}  lr {lr:.4}  {pairs_per_sec:.0} pairs/s"));
     }
 
     pub fn end_epoch(&self) {

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -92,3 +93,68 @@ pub fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
     assert!(ok, "kill {sig} {pid}");
 }
+
+/// `selfsup embed` of `data` with the encoder in `model` to `npy` (on flex).
+pub fn embed(model: &Path, data: &Path, npy: &Path) -> (Output, String) {
+    run(&[
+        "embed",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        npy.to_str().unwrap(),
+        "--backend",
+        "flex",
+        "-q",
+    ])
+}
+
+/// An `.npy` file read the way numpy's `format.read_array` reads one: magic, version 1.0, a
+/// little-endian header length, a Python dict literal with exactly `descr`, `fortran_order` and
+/// `shape`, padded with spaces to a multiple of 64 bytes and ended by a newline; then the data.
+pub fn read_npy(path: &Path) -> (usize, usize, Vec<f32>) {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[..6], b"\x93NUMPY", "magic");
+    assert_eq!((b[6], b[7]), (1, 0), "format version 1.0");
+    let len = u16::from_le_bytes([b[8], b[9]]) as usize;
+    assert_eq!((10 + len) % 64, 0, "header padded to 64 bytes");
+    let header = std::str::from_utf8(&b[10..10 + len]).unwrap();
+    assert!(header.ends_with('\n') && header.is_ascii());
+    let dict = header.trim_end().strip_prefix('{').and_then(|h| h.strip_suffix('}')).expect("a dict literal");
+    // Split the top-level items (the shape tuple holds a comma of its own).
+    let mut items = BTreeMap::new();
+    let (mut depth, mut start) = (0, 0);
+    let bytes = dict.as_bytes();
+    for i in 0..=bytes.len() {
+        let c = bytes.get(i).copied().unwrap_or(b',');
+        match c {
+            b'(' => depth += 1,
+            b')' => depth -= 1,
+            b',' if depth == 0 => {
+                let item = dict[start..i.min(dict.len())].trim();
+                if !item.is_empty() {
+                    let (k, v) = item.split_once(':').expect("key: value");
+                    items.insert(k.trim().trim_matches('\'').to_string(), v.trim().to_string());
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(items.keys().collect::<Vec<_>>(), ["descr", "fortran_order", "shape"]);
+    assert_eq!(items["descr"], "'<f4'", "little-endian float32");
+    assert_eq!(items["fortran_order"], "False", "C order");
+    let dims: Vec<usize> = items["shape"]
+        .trim_start_matches('(')
+        .trim_end_matches(')')
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    assert_eq!(dims.len(), 2, "[images, dim]");
+    let data: Vec<f32> = b[10 + len..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(data.len(), dims[0] * dims[1], "data size from the shape");
+    (dims[0], dims[1], data)
+}
+
