@@ -477,7 +477,21 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
             let (model, w) = crate::interop::torch_file::init_backbone(st.model.take().expect("built above"), path, cfg.model.arch)?;
             st.model = Some(model);
             if opts.verbose {
-                let ignored = if w.ignored.is_empty() { String::new() } else { format!("; left aside: {} tensors such as {}", w.ignored.len(), w.ignored[0]) };
+                let counters = w.ignored.iter().filter(|n| n.ends_with("num_batches_tracked")).count();
+                let others: Vec<&str> =
+                    w.ignored.iter().filter(|n| !n.ends_with("num_batches_tracked")).map(String::as_str).collect();
+                let ignored = match (others.is_empty(), counters) {
+                    (true, 0) => String::new(),
+                    (true, c) => format!("; left aside: {c} num_batches_tracked counters"),
+                    (false, c) if others.len() <= 3 => {
+                        format!("; left aside: {} and {c} num_batches_tracked counters", others.join(", "))
+                    }
+                    (false, c) => format!(
+                        "; left aside: {} tensors such as {} and {c} num_batches_tracked counters",
+                        others.len(),
+                        others[..3].join(", ")
+                    ),
+                };
                 eprintln!("backbone initialized from {} ({}, {} tensors){ignored}; the projection head starts fresh", path.display(), w.kind, w.tensors.len());
             }
             init_note = Some(path.display().to_string());
