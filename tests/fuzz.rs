@@ -4,8 +4,9 @@
 //! `configs/smoke.toml`. Checkpoints: a real model's checkpoint with its header length set to
 //! extremes, digits of its JSON header (shapes, offsets, metadata) changed or added, and bytes
 //! mutated anywhere; what loads is then applied to the model and the optimizer, as resuming
-//! does. Each input must load, or end in an error naming the key or the file; none may panic,
-//! hang or allocate past its bound.
+//! does; `pretrain --init` files (PyTorch-named backbones) mutated the same way. Each input must
+//! load, or end in an error naming the key or the file; none may panic, hang or allocate past
+//! its bound.
 //!
 //! The machinery (mutations, allocator, watchdog, runner) is shared with the datasets crate's
 //! fuzz test: see `datasets/tests/fuzz_support/mod.rs`. `SELFSUP_FUZZ_CASES=N` runs N cases
@@ -630,5 +631,52 @@ fn checkpoint_tensors_that_do_not_fit() {
             apply_tensor_mutation(tensors, m);
         }
         use_checkpoint(&ck, &model, &cfg, &device)
+    });
+}
+
+/// `pretrain --init` files: the smoke convnet's backbone written in PyTorch names (as `export
+/// --format torchvision` writes it, `num_batches_tracked` included), mutated like the
+/// checkpoints, read by `read_backbone` for that model and, when read, loaded into it. Each must
+/// load or be refused with an error naming the file.
+#[test]
+fn init_files() {
+    let serial = serial();
+    let (cfg, model, _) = smoke_model();
+    let dir = tempfile::tempdir().unwrap();
+    let seed_path = dir.path().join("seed.safetensors");
+    let tensors = named_tensors::collect(&model);
+    selfsup::interop::torch_file::write(&seed_path, cfg.model.arch, &tensors, 7, HashMap::new()).unwrap();
+    let seed = std::fs::read(&seed_path).unwrap();
+    let expected: Vec<NamedTensor> = tensors.into_iter().filter(|t| t.name.starts_with("backbone.")).collect();
+    let init = |path: &Path| selfsup::interop::torch_file::init_backbone(model.clone(), path, cfg.model.arch);
+    assert!(init(&seed_path).is_ok(), "the seed file initializes the model");
+
+    // The file (read once), its tensors as floats and the model's clone with its new tensors:
+    // well under 8 times the file, plus 64 MiB for burn.
+    let alloc_bound = 8 * seed.len() + (64 << 20);
+    let path = dir.path().join("fuzzed.safetensors");
+    let reader = Reader { name: "init", default_cases: CHECKPOINT_CASES, alloc_bound };
+    fuzz(&serial, &reader, checkpoint_case(), |case| {
+        let mut bytes = seed.clone();
+        for m in &case.mutations {
+            apply_checkpoint_mutation(&mut bytes, m);
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let result = if case.apply {
+            init(&path).map(drop)
+        } else {
+            selfsup::interop::torch_file::read_backbone(&path, cfg.model.arch, &expected).map(drop)
+        };
+        match result {
+            Ok(()) => Ok(Outcome::Accepted),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                if msg.contains(&path.display().to_string()) {
+                    Ok(Outcome::Refused)
+                } else {
+                    Err(format!("the error does not name the file: {msg:?}"))
+                }
+            }
+        }
     });
 }
