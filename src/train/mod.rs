@@ -1,6 +1,8 @@
 //! Pretraining: the loop that turns a folder of images into a trained encoder.
 //!
-//! - [`run_dir`] — the run folder's layout and the checks made before anything is written;
+//! - [`run_dir`] — the run folder's layout, its lock, kept checkpoints, and the checks made before
+//!   anything is written;
+//! - [`resume`] — the checkpoint a run continues from and the configuration check;
 //! - [`loader`] — epoch orders and two-view batches augmented on a worker thread ahead of the step;
 //! - [`metrics`] — `metrics.jsonl`;
 //! - [`progress`] — the progress bars;
@@ -12,6 +14,7 @@ pub mod loader;
 pub mod metrics;
 pub mod pretrain;
 pub mod progress;
+pub mod resume;
 pub mod run_dir;
 pub mod signals;
 pub mod step;

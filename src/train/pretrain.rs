@@ -13,7 +13,7 @@
 //! checkpoint is the same whatever the number of ranks, so a run may resume with another.
 
 use std::cell::Cell;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -23,6 +23,7 @@ use selfsup_augment::Augmenter;
 use super::loader::{Batch, Shard, epoch_order, spawn_epoch};
 use super::metrics::{MetricsLog, StepMetrics};
 use super::progress::TrainProgress;
+use super::resume::{check_same_config, read_checkpoint};
 use super::run_dir::{Resume, RunDir};
 use super::signals::{StopRequest, StoppedBySignal};
 use super::step::train_step;
@@ -326,50 +327,6 @@ fn any_rank_each<const N: usize>(world: &dyn dist::Collective, flags: [bool; N])
     let mut v = flags.map(|f| f64::from(u8::from(f)));
     world.all_reduce_sum_f64(&mut v);
     v.map(|x| x > 0.0)
-}
-
-/// The run's checkpoint bytes, checked: a damaged file is refused naming the newest kept
-/// checkpoint that loads, which `--resume-from` can continue from.
-fn read_checkpoint(run: &RunDir, path: &Path) -> Result<(Vec<u8>, Checkpoint)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
-    match Checkpoint::from_bytes(&bytes, path) {
-        Ok(ck) => Ok((bytes, ck)),
-        Err(e) => {
-            let same = |p: &Path| std::fs::read(p).is_ok_and(|b| b == bytes);
-            let good = run
-                .kept_checkpoints()
-                .into_iter()
-                .rev()
-                .find(|(_, p)| !same(p) && std::fs::read(p).is_ok_and(|b| Checkpoint::from_bytes(&b, p).is_ok()));
-            match good {
-                Some((step, p)) => Err(e.context(format!(
-                    "cannot resume from it; the newest good checkpoint is {} (step {step}): continue from it with --resume-from {}",
-                    p.display(),
-                    p.display()
-                ))),
-                None => Err(e.context(format!(
-                    "cannot resume from it, and no earlier checkpoint is kept in {} (train.keep_checkpoints keeps some)",
-                    run.kept_dir().display()
-                ))),
-            }
-        }
-    }
-}
-
-/// Refuses a `--config`/`--set` given with `--resume` that does not resolve to the run's own
-/// configuration, listing every differing key.
-fn check_same_config(given: &Config, saved: &Config, checkpoint: &Path) -> Result<()> {
-    let diffs = crate::config::differences(&given.to_toml(), &saved.to_toml());
-    if !diffs.is_empty() {
-        let list: Vec<String> =
-            diffs.iter().map(|(k, a, b)| format!("{k} = {a} on the command line but {b} in the run")).collect();
-        bail!(
-            "--resume: the configuration on the command line differs from the run's (saved in {}): {}. Drop --config/--set to continue with the run's own, or start a new run in another --out",
-            checkpoint.display(),
-            list.join("; ")
-        );
-    }
-    Ok(())
 }
 
 /// Runs (or resumes) a pretraining run.
