@@ -294,6 +294,15 @@ impl Config {
         if !(l.temperature > 0.0 && l.temperature.is_finite()) {
             bad("loss.temperature", &l.temperature, "must be > 0 (typical: 0.1 to 0.5)")?;
         }
+        if !(0.0..1.0).contains(&l.tau_plus) {
+            bad("loss.tau_plus", &l.tau_plus, "must be in [0, 1) (the class prior; 0.1 for 10 balanced classes)")?;
+        }
+        if !(l.beta >= 0.0 && l.beta.is_finite()) {
+            bad("loss.beta", &l.beta, "must be >= 0 (0: no hard-negative weighting)")?;
+        }
+        if !(l.dclw_sigma > 0.0 && l.dclw_sigma.is_finite()) {
+            bad("loss.dclw_sigma", &l.dclw_sigma, "must be > 0 (the paper uses 0.5)")?;
+        }
         if !(o.lr > 0.0 && o.lr.is_finite()) {
             bad("optim.lr", &o.lr, "must be > 0")?;
         }

@@ -127,6 +127,9 @@ fn bad_configurations_are_rejected_before_any_work_naming_the_key() {
         ("train.batch_size=1", "train.batch_size"),
         ("augment.crop.scale=[0.5, 1.2]", "augment.crop.scale"),
         ("optim.mystery=3", "mystery"),
+        ("loss.tau_plus=1.0", "loss.tau_plus"),
+        ("loss.beta=-1", "loss.beta"),
+        ("loss.dclw_sigma=0", "loss.dclw_sigma"),
         ("train.batch_size=64", "fewer than one batch"),
     ] {
         let out = d.path().join(format!("run-{}", set.len()));
@@ -289,4 +292,39 @@ fn monitoring_logs_collapse_statistics_and_online_knn_and_can_stop_on_collapse()
         "{err}"
     );
     assert!(!out2.join("checkpoint.safetensors").exists());
+}
+
+#[test]
+fn every_loss_kind_trains_from_the_command_line() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    shapes_folder(&data, 2, 8, 16);
+    for (kind, extra) in [
+        ("dcl", "loss.temperature=0.5"),
+        ("dclw", "loss.dclw_sigma=0.5"),
+        ("debiased", "loss.beta=1.0"),
+        ("supcon", "loss.temperature=0.5"),
+    ] {
+        let out = d.path().join(kind);
+        let (o, err) = run(&[
+            "pretrain",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--config",
+            SMOKE,
+            "--set",
+            &format!("loss.kind=\"{kind}\""),
+            "--set",
+            extra,
+            "--stop-after-steps",
+            "3",
+            "-q",
+        ]);
+        assert!(o.status.success(), "{kind}: {err}");
+        let m = metrics::read(&out.join("metrics.jsonl")).unwrap();
+        assert_eq!(m.len(), 3, "{kind}");
+        assert!(m.iter().all(|r| r.loss.is_finite()), "{kind}: {m:?}");
+    }
 }

@@ -9,7 +9,7 @@ use burn::tensor::activation::log_softmax;
 
 /// Logits of an anchor with itself: far below any cosine/temperature, yet finite so that
 /// gradients never meet `0 · ∞`.
-const SELF_LOGIT: f64 = -1.0e9;
+pub const SELF_LOGIT: f64 = -1.0e9;
 
 /// The loss and, for monitoring, the mean cosine similarity of positive and negative pairs.
 #[derive(Clone, Debug)]
@@ -34,17 +34,34 @@ pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
 pub fn contrastive_loss(z: Tensor<2>, temperature: f64, weights: Vec<f32>, positive: &[bool]) -> LossOutput {
     let [m, _] = z.dims();
     let device = z.device();
-    let z = l2_normalize(z);
-    let cos = z.clone().matmul(z.transpose());
-    let eye = Tensor::<2, Bool>::from_data(
-        TensorData::new((0..m * m).map(|k| k / m == k % m).collect::<Vec<bool>>(), [m, m]),
-        &device,
-    );
-    let logits = cos.clone().div_scalar(temperature).mask_fill(eye, SELF_LOGIT);
+    let (logits, cos) = masked_logits(l2_normalize(z), temperature);
     let log_prob = log_softmax(logits, 1);
     let w = Tensor::<2>::from_data(TensorData::new(weights, [m, m]), &device);
     let loss = (log_prob * w).sum().neg();
+    let (pos_sim, neg_sim) = similarity_stats(cos, positive);
+    LossOutput { loss, pos_sim, neg_sim }
+}
 
+/// Logits `cos / τ` of unit embeddings `z` (`[m, d]`) with each anchor's similarity to itself
+/// masked to a large negative value, and the cosines.
+pub fn masked_logits(z: Tensor<2>, temperature: f64) -> (Tensor<2>, Tensor<2>) {
+    let [m, _] = z.dims();
+    let cos = z.clone().matmul(z.transpose());
+    let logits = cos.clone().div_scalar(temperature).mask_fill(mask(m, &cos.device(), |i, j| i == j), SELF_LOGIT);
+    (logits, cos)
+}
+
+/// An `m × m` boolean mask.
+pub fn mask(m: usize, device: &Device, f: impl Fn(usize, usize) -> bool) -> Tensor<2, Bool> {
+    Tensor::<2, Bool>::from_data(TensorData::new((0..m * m).map(|k| f(k / m, k % m)).collect::<Vec<bool>>(), [m, m]), device)
+}
+
+/// Mean cosine similarity of the positive pairs (`positive[i * m + j]`) and of the negative
+/// ones (every other pair but the diagonal), detached, from the cosine matrix `cos` of unit
+/// embeddings.
+pub fn similarity_stats(cos: Tensor<2>, positive: &[bool]) -> (Tensor<1>, Tensor<1>) {
+    let [m, _] = cos.dims();
+    let device = cos.device();
     let n_pos = positive.iter().filter(|&&p| p).count().max(1);
     let n_neg = (m * m - m - positive.iter().filter(|&&p| p).count()).max(1);
     let pos_mask = Tensor::<2>::from_data(
@@ -56,5 +73,5 @@ pub fn contrastive_loss(z: Tensor<2>, temperature: f64, weights: Vec<f32>, posit
     let diag_sum = m as f64; // cosines of unit vectors with themselves
     let pos_sim = pos_sum.clone().div_scalar(n_pos as f64);
     let neg_sim = (cos.sum() - pos_sum).sub_scalar(diag_sum).div_scalar(n_neg as f64);
-    LossOutput { loss, pos_sim, neg_sim }
+    (pos_sim, neg_sim)
 }

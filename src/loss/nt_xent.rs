@@ -24,13 +24,7 @@ pub(crate) mod tests {
     pub(crate) fn naive(z: &[Vec<f64>], t: f64) -> f64 {
         let m = z.len();
         let n = m / 2;
-        let unit: Vec<Vec<f64>> = z
-            .iter()
-            .map(|r| {
-                let norm = r.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
-                r.iter().map(|v| v / norm).collect()
-            })
-            .collect();
+        let unit = unit_rows(z);
         let sim = |i: usize, j: usize| unit[i].iter().zip(&unit[j]).map(|(a, b)| a * b).sum::<f64>();
         let mut total = 0.0;
         for i in 0..m {
@@ -38,6 +32,16 @@ pub(crate) mod tests {
             total += -(sim(i, (i + n) % m) / t) + denom.ln();
         }
         total / m as f64
+    }
+
+    /// Rows scaled to unit length (as `F.normalize`).
+    pub(crate) fn unit_rows(z: &[Vec<f64>]) -> Vec<Vec<f64>> {
+        z.iter()
+            .map(|r| {
+                let norm = r.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
+                r.iter().map(|v| v / norm).collect()
+            })
+            .collect()
     }
 
     pub(crate) fn random_rows(m: usize, d: usize, seed: u64) -> Vec<Vec<f64>> {

@@ -11,7 +11,7 @@ use burn::prelude::*;
 
 use crate::config::Config;
 use crate::dist::{World, global_batch, grads, sync_bn};
-use crate::loss::{LossKind, LossOutput, nt_xent::nt_xent, supcon::supcon};
+use crate::loss::{LossKind, LossOutput, dcl::dcl, debiased::debiased, nt_xent::nt_xent, supcon::supcon};
 use crate::model::Encoder;
 use crate::optim::Optimizer;
 
@@ -32,6 +32,9 @@ pub fn loss(cfg: &Config, z: Tensor<2>, n: usize, labels: Option<&[u32]>) -> Los
     match cfg.loss.kind {
         LossKind::Ntxent => nt_xent(z1, z2, t),
         LossKind::Supcon => supcon(z1, z2, labels.expect("supcon needs labels (checked before training)"), t),
+        LossKind::Dcl => dcl(z1, z2, t, None),
+        LossKind::Dclw => dcl(z1, z2, t, Some(cfg.loss.dclw_sigma)),
+        LossKind::Debiased => debiased(z1, z2, t, cfg.loss.tau_plus, cfg.loss.beta),
     }
 }
 
