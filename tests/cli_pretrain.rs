@@ -328,3 +328,31 @@ fn every_loss_kind_trains_from_the_command_line() {
         assert!(m.iter().all(|r| r.loss.is_finite()), "{kind}: {m:?}");
     }
 }
+
+#[test]
+fn a_resolution_schedule_trains_early_epochs_smaller_and_ramps_to_the_size() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    shapes_folder(&data, 2, 8, 16);
+    let out = d.path().join("run");
+    let (o, err) = run(&[
+        "pretrain",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--config",
+        SMOKE,
+        "--set",
+        "train.epochs=5",
+        "--set",
+        "augment.size_schedule={ min_size = 8, ramp_start = 1, ramp_end = 3 }",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{err}");
+    // 16 images, 2 steps of 8 per epoch: 8 px until epoch 1, 12 at epoch 2, 16 from epoch 3.
+    let m = metrics::read(&out.join("metrics.jsonl")).unwrap();
+    let sizes: Vec<(u64, usize)> = m.iter().map(|r| (r.epoch, r.size)).collect();
+    assert_eq!(sizes, [(0, 8), (0, 8), (1, 8), (1, 8), (2, 12), (2, 12), (3, 16), (3, 16), (4, 16), (4, 16)]);
+    assert!(m.iter().all(|r| r.loss.is_finite()));
+}

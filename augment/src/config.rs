@@ -67,6 +67,20 @@ pub struct AugmentConfig {
     /// Evaluation view: centred square crop of this fraction of the shorter side, resized to
     /// `size` (1.0 for CIFAR-sized images; 0.875 is torchvision's 224-of-256).
     pub eval_crop: f64,
+    /// Train the early epochs at a lower resolution (see [`SizeSchedule`]); none: always `size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_schedule: Option<SizeSchedule>,
+}
+
+/// A resolution schedule (FFCV-SSL, Bordes et al. 2023): views of `min_size` pixels before epoch
+/// `ramp_start`, then a linear ramp (rounded to a multiple of 4 pixels) to the configuration's
+/// `size`, reached at epoch `ramp_end` and kept after it. Evaluation always uses `size`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SizeSchedule {
+    pub min_size: u32,
+    pub ramp_start: u64,
+    pub ramp_end: u64,
 }
 
 impl Default for AugmentConfig {
@@ -93,6 +107,21 @@ impl AugmentConfig {
             noise: NoiseConfig { p: 0.0, std: 0.05 },
             normalize,
             eval_crop,
+            size_schedule: None,
+        }
+    }
+
+    /// The side of the training views in epoch `epoch` (0-based).
+    pub fn size_at(&self, epoch: u64) -> u32 {
+        let Some(s) = &self.size_schedule else { return self.size };
+        if epoch < s.ramp_start {
+            s.min_size
+        } else if epoch >= s.ramp_end {
+            self.size
+        } else {
+            let f = (epoch - s.ramp_start) as f64 / (s.ramp_end - s.ramp_start) as f64;
+            let v = f64::from(s.min_size) + f * f64::from(self.size - s.min_size);
+            (((v / 4.0).round() * 4.0) as u32).clamp(s.min_size, self.size)
         }
     }
 
@@ -104,6 +133,14 @@ impl AugmentConfig {
         };
         if !(1..=4096).contains(&self.size) {
             return Err(ConfigError::new(key("size"), self.size, "an integer in [1, 4096]"));
+        }
+        if let Some(s) = &self.size_schedule {
+            if !(1..=self.size).contains(&s.min_size) {
+                return Err(ConfigError::new(key("size_schedule.min_size"), s.min_size, "an integer in [1, size]"));
+            }
+            if s.ramp_start > s.ramp_end {
+                return Err(ConfigError::new(key("size_schedule.ramp_end"), s.ramp_end, "an epoch >= ramp_start"));
+            }
         }
         let [s0, s1] = self.crop.scale;
         if !(s0 > 0.0 && s0 <= s1 && s1 <= 1.0) {
@@ -159,6 +196,19 @@ impl AugmentConfig {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn size_schedule_holds_then_ramps_linearly_in_multiples_of_four() {
+        let mut c = AugmentConfig::preset(Preset::Cifar);
+        assert_eq!((0..5).map(|e| c.size_at(e)).collect::<Vec<_>>(), vec![32; 5]);
+        c.size_schedule = Some(SizeSchedule { min_size: 16, ramp_start: 2, ramp_end: 6 });
+        // 16 + (e − 2)/4 · 16: 16, 20, 24, 28, then 32.
+        assert_eq!((0..9).map(|e| c.size_at(e)).collect::<Vec<_>>(), vec![16, 16, 16, 20, 24, 28, 32, 32, 32]);
+        c.size_schedule = Some(SizeSchedule { min_size: 16, ramp_start: 3, ramp_end: 3 });
+        assert_eq!((2..5).map(|e| c.size_at(e)).collect::<Vec<_>>(), vec![16, 32, 32], "a step at ramp_start");
+        c.size_schedule = Some(SizeSchedule { min_size: 40, ramp_start: 0, ramp_end: 1 });
+        assert!(c.validate("augment.").unwrap_err().to_string().contains("augment.size_schedule.min_size"));
+    }
     use super::*;
 
     #[test]

@@ -33,6 +33,9 @@ pub struct StepMetrics {
     /// Processes (ranks) that trained this step together.
     #[serde(default = "one")]
     pub world_size: usize,
+    /// Side of the training views at this step (`augment.size`, or the schedule's).
+    #[serde(default)]
+    pub size: usize,
     /// Collapse and representation metrics on the held-out images, when computed at this step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitor: Option<MonitorRecord>,

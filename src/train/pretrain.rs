@@ -13,6 +13,7 @@
 //! checkpoint is the same whatever the number of ranks, so a run may resume with another.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -80,7 +81,10 @@ struct Trainer<'a> {
     full: &'a Dataset,
     /// The images trained on (the whole dataset minus the held-out ones).
     train: &'a Dataset,
+    /// The augmentation at `augment.size` (the monitor's; and training's unless scheduled).
     aug: &'a Augmenter,
+    /// The augmentations of the other sizes `augment.size_schedule` trains at, by size.
+    scheduled: HashMap<u32, Augmenter>,
     device: Device,
     device_name: String,
     run: RunDir,
@@ -134,7 +138,8 @@ impl Trainer<'_> {
         stop_after: Option<u64>,
     ) -> Result<EpochEnd> {
         let cfg = self.cfg;
-        let size = self.aug.size();
+        let aug = self.scheduled.get(&cfg.augment.size_at(st.pos.epoch)).unwrap_or(self.aug);
+        let size = aug.size();
         let order = epoch_order(self.train.len(), cfg.seed, st.pos.epoch);
         let mut window = (Instant::now(), 0u64);
         let inner = self.device.clone().inner();
@@ -142,7 +147,7 @@ impl Trainer<'_> {
             let batches = spawn_epoch(
                 scope,
                 self.train,
-                self.aug,
+                aug,
                 order,
                 cfg.train.batch_size,
                 Shard { rank: self.world.rank(), ranks: self.world.size() },
@@ -231,6 +236,7 @@ impl Trainer<'_> {
                         neg_sim: scalar(out.neg_sim),
                         elapsed_s: self.elapsed(),
                         world_size: self.world.size(),
+                        size,
                         monitor: record,
                     })?;
                     window = (Instant::now(), 0);
@@ -480,11 +486,19 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
     let warmup = (cfg.optim.warmup_epochs * steps_per_epoch as f64).round() as u64;
     let schedule =
         Schedule::new(cfg.optim.lr, cfg.optim.lr_scaling, batch, warmup, total_steps, cfg.optim.min_lr_ratio);
+    let mut scheduled = HashMap::new();
+    for epoch in 0..cfg.train.epochs {
+        let s = cfg.augment.size_at(epoch);
+        if s != cfg.augment.size && !scheduled.contains_key(&s) {
+            scheduled.insert(s, Augmenter::new(selfsup_augment::AugmentConfig { size: s, ..cfg.augment.clone() })?);
+        }
+    }
     let trainer = Trainer {
         cfg: &cfg,
         full: &ds,
         train: &train,
         aug: &aug,
+        scheduled,
         device,
         device_name: chosen.description.clone(),
         run,
