@@ -3,10 +3,9 @@
 
 mod common;
 
-use common::{embed, read_npy, run, shapes_folder};
+use common::{SMOKE, embed, read_npy, run, shapes_folder};
 use selfsup::eval::record::EvalRecord;
 
-const SMOKE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/smoke.toml");
 
 /// A trained run on a small labelled folder: (tempdir, data, run).
 fn trained() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {

@@ -3,11 +3,10 @@
 
 mod common;
 
-use common::{run, shapes_folder};
+use common::{SMOKE, pretrain_args, run, shapes_folder};
 use selfsup::checkpoint::Checkpoint;
 use selfsup::train::metrics;
 
-const SMOKE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/smoke.toml");
 
 #[test]
 fn pretrain_writes_a_complete_run_folder_and_the_loss_falls() {
@@ -306,22 +305,10 @@ fn every_loss_kind_trains_from_the_command_line() {
         ("supcon", "loss.temperature=0.5"),
     ] {
         let out = d.path().join(kind);
-        let (o, err) = run(&[
-            "pretrain",
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--config",
-            SMOKE,
-            "--set",
-            &format!("loss.kind=\"{kind}\""),
-            "--set",
-            extra,
-            "--stop-after-steps",
-            "3",
-            "-q",
-        ]);
+        let kind_set = format!("loss.kind=\"{kind}\"");
+        let mut args = pretrain_args(&data, &out, &[&kind_set, extra]);
+        args.extend(["--stop-after-steps", "3", "-q"].map(String::from));
+        let (o, err) = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(o.status.success(), "{kind}: {err}");
         let m = metrics::read(&out.join("metrics.jsonl")).unwrap();
         assert_eq!(m.len(), 3, "{kind}");
@@ -335,20 +322,10 @@ fn a_resolution_schedule_trains_early_epochs_smaller_and_ramps_to_the_size() {
     let data = d.path().join("data");
     shapes_folder(&data, 2, 8, 16);
     let out = d.path().join("run");
-    let (o, err) = run(&[
-        "pretrain",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--config",
-        SMOKE,
-        "--set",
-        "train.epochs=5",
-        "--set",
-        "augment.size_schedule={ min_size = 8, ramp_start = 1, ramp_end = 3 }",
-        "-q",
-    ]);
+    let sets = ["train.epochs=5", "augment.size_schedule={ min_size = 8, ramp_start = 1, ramp_end = 3 }"];
+    let mut args = pretrain_args(&data, &out, &sets);
+    args.push("-q".into());
+    let (o, err) = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{err}");
     // 16 images, 2 steps of 8 per epoch: 8 px until epoch 1, 12 at epoch 2, 16 from epoch 3.
     let m = metrics::read(&out.join("metrics.jsonl")).unwrap();

@@ -11,14 +11,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::{embed, read_npy, run, shapes_folder};
+use common::{SMOKE, embed, read_npy, run, shapes_folder};
 use safetensors::SafeTensors;
 use selfsup::checkpoint::{Checkpoint, Position};
 use selfsup::config::Config;
 use selfsup::named_tensors::{self, NamedTensor};
 use tract_onnx::prelude::*;
 
-const SMOKE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/smoke.toml");
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
 fn smoke(sets: &[&str]) -> Config {

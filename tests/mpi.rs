@@ -12,12 +12,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Launch, launch_and_wait, run, shapes_folder, signal};
+use common::{SMOKE, Launch, launch_and_wait, pretrain_args, run, shapes_folder, signal};
 use selfsup::checkpoint::Checkpoint;
 use selfsup::named_tensors::NamedTensor;
 use selfsup::train::metrics;
 
-const SMOKE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/smoke.toml");
 const BIN: &str = env!("CARGO_BIN_EXE_selfsup");
 
 /// The tests of this file run one at a time: each starts several processes on a 2-core
@@ -38,18 +37,6 @@ fn mpirun() -> Command {
         .env("SELFSUP_COLLECTIVE_TIMEOUT", "120")
         .stdin(Stdio::null());
     c
-}
-
-fn pretrain_args(data: &Path, out: &Path, sets: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> =
-        ["pretrain", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--config", SMOKE]
-            .map(String::from)
-            .to_vec();
-    for s in sets {
-        a.push("--set".into());
-        a.push(s.to_string());
-    }
-    a
 }
 
 /// Losses and model tensors of a finished run.

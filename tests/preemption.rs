@@ -15,12 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Launch, run, selfsup, shapes_folder, signal};
+use common::{SMOKE, Launch, run, selfsup, shapes_folder, signal};
 use selfsup::checkpoint::Checkpoint;
 use selfsup::named_tensors::NamedTensor;
 use selfsup::train::metrics;
 
-const SMOKE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/smoke.toml");
 
 /// The exit status of a run stopped by a signal after its checkpoint (README, `pretrain`).
 const RESUMABLE: i32 = 75;

@@ -158,3 +158,19 @@ pub fn read_npy(path: &Path) -> (usize, usize, Vec<f32>) {
     (dims[0], dims[1], data)
 }
 
+
+/// The smoke configuration (seconds of training on a tiny folder).
+pub const SMOKE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/smoke.toml");
+
+/// `pretrain --data DATA --out OUT --config SMOKE` with `--set` for each of `sets`.
+pub fn pretrain_args(data: &Path, out: &Path, sets: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> =
+        ["pretrain", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--config", SMOKE]
+            .map(String::from)
+            .to_vec();
+    for s in sets {
+        a.push("--set".into());
+        a.push(s.to_string());
+    }
+    a
+}
