@@ -474,7 +474,10 @@ fn check_checkpoint(ck: &Checkpoint) -> Result<(), String> {
 /// panic.
 fn use_checkpoint(ck: &Checkpoint, model: &Encoder, cfg: &Config, device: &Device) -> Result<Outcome, String> {
     let applied = named_tensors::apply(model.clone(), &ck.model).map(drop);
-    let imported = Optimizer::new(cfg.optim.clone()).import_state(ck.optimizer_steps, &ck.optimizer, device);
+    let mut optim = Optimizer::new(cfg.optim.clone());
+    let imported = optim
+        .import_state(ck.optimizer_steps, &ck.optimizer, device)
+        .and_then(|()| optim.check_fits(&named_tensors::collect(model)));
     let mut outcome = Outcome::Accepted;
     for result in [applied, imported] {
         if let Err(e) = result {

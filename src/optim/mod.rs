@@ -146,6 +146,23 @@ impl Optimizer {
         }
         Ok(())
     }
+
+    /// Checks imported state against the model's tensors: every buffer belongs to one of its
+    /// parameters and has that parameter's number of values (a damaged or foreign checkpoint
+    /// would otherwise fail inside the first update).
+    pub fn check_fits(&self, model: &[NamedTensor]) -> anyhow::Result<()> {
+        let sizes: std::collections::HashMap<&str, usize> =
+            model.iter().map(|t| (t.name.as_str(), t.shape.iter().product())).collect();
+        for (path, bufs) in &self.state {
+            let Some(&n) = sizes.get(path.as_str()) else {
+                anyhow::bail!("checkpoint: optimizer state for {path}, which the model does not have");
+            };
+            if let Some(b) = bufs.iter().find(|b| b.dims()[0] != n) {
+                anyhow::bail!("checkpoint: optimizer state for {path} has {} values, the parameter has {n}", b.dims()[0]);
+            }
+        }
+        Ok(())
+    }
 }
 
 struct StepMapper<'a> {
@@ -210,6 +227,21 @@ mod tests {
 
     fn values(t: Tensor<1>) -> Vec<f64> {
         t.into_data().try_to_vec::<f32>().unwrap().into_iter().map(f64::from).collect()
+    }
+
+    #[test]
+    fn imported_state_must_fit_the_model() {
+        let device = Device::flex();
+        let model = [NamedTensor { name: "a.weight".into(), shape: vec![2, 3], values: vec![0.0; 6] }];
+        let buf = |name: &str, n: usize| NamedTensor { name: name.into(), shape: vec![n], values: vec![0.5; n] };
+        let mut o = Optimizer::new(OptimConfig::default());
+        o.import_state(3, &[buf("a.weight/0", 6)], &device).unwrap();
+        o.check_fits(&model).unwrap();
+        o.import_state(3, &[buf("a.weight/0", 5)], &device).unwrap();
+        let e = o.check_fits(&model).unwrap_err().to_string();
+        assert!(e.contains("a.weight has 5 values, the parameter has 6"), "{e}");
+        o.import_state(3, &[buf("b.weight/0", 6)], &device).unwrap();
+        assert!(o.check_fits(&model).unwrap_err().to_string().contains("b.weight, which the model does not have"));
     }
 
     /// Runs `steps` updates of `kind` on a parameter with the gradients `g_k = a·p + b_k` (so

@@ -469,6 +469,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
                 .context("loading the checkpoint's weights")?,
         );
         st.optim.import_state(ck.optimizer_steps, &ck.optimizer, &device)?;
+        st.optim.check_fits(&named_tensors::collect(st.model.as_ref().expect("loaded above")))?;
         st.pos = ck.position;
         elapsed_before = ck.notes.get("elapsed_s").and_then(|v| v.parse().ok()).unwrap_or(0.0);
         if opts.verbose {
