@@ -27,7 +27,9 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 fn explain(e: std::io::Error, path: &Path) -> anyhow::Error {
     use std::io::ErrorKind::{FileTooLarge, QuotaExceeded, StorageFull};
     let hint = match e.kind() {
-        StorageFull | QuotaExceeded | FileTooLarge => " (no room for it: the disk is full, a quota or a file-size limit was reached)",
+        StorageFull | QuotaExceeded | FileTooLarge => {
+            " (no room for it: the disk is full, a quota or a file-size limit was reached)"
+        }
         _ => "",
     };
     anyhow::Error::new(e).context(format!("writing {}{hint}", path.display()))
@@ -49,7 +51,9 @@ pub fn write_linked_with(dest: &Path, links: &[PathBuf], write: impl FnOnce(&Pat
             }
             if std::fs::hard_link(&tmp, link).is_err() {
                 std::fs::copy(&tmp, link).map_err(|e| explain(e, link))?;
-                std::fs::File::open(link).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", link.display()))?;
+                std::fs::File::open(link)
+                    .and_then(|f| f.sync_all())
+                    .with_context(|| format!("syncing {}", link.display()))?;
             }
             sync_dir(link.parent().unwrap_or(Path::new("")))?;
         }

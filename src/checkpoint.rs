@@ -45,7 +45,10 @@ fn to_bytes(values: &[f32]) -> Vec<u8> {
 
 /// CRC-32 of the metadata (but the checksum itself) and of every tensor's name, shape and bytes,
 /// in name order.
-fn checksum<'a>(meta: &HashMap<String, String>, tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>) -> String {
+fn checksum<'a>(
+    meta: &HashMap<String, String>,
+    tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>,
+) -> String {
     let mut h = crc32fast::Hasher::new();
     let mut keys: Vec<&String> = meta.keys().filter(|k| *k != "crc32").collect();
     keys.sort();

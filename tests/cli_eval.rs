@@ -6,7 +6,6 @@ mod common;
 use common::{SMOKE, embed, read_npy, run, shapes_folder};
 use selfsup::eval::record::EvalRecord;
 
-
 /// A trained run on a small labelled folder: (tempdir, data, run).
 fn trained() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let d = tempfile::tempdir().unwrap();

@@ -7,7 +7,6 @@ use common::{SMOKE, pretrain_args, run, shapes_folder};
 use selfsup::checkpoint::Checkpoint;
 use selfsup::train::metrics;
 
-
 #[test]
 fn pretrain_writes_a_complete_run_folder_and_the_loss_falls() {
     let d = tempfile::tempdir().unwrap();

@@ -98,9 +98,42 @@ const FLOATS: &[f64] = &[
 ];
 /// Valid names of every enumeration, byte sizes (some beyond `u64`), and junk.
 const STRINGS: &[&str] = &[
-    "", "cifar", "imagenet", "huge", "convnet", "resnet18", "resnet34", "resnet50", "vgg", "sgd", "lars", "adamw",
-    "ntxent", "supcon", "none", "linear", "sqrt", "auto", "flex", "ndarray", "wgpu", "cuda", "8GiB", "500MB",
-    "1.5 gb", "1e19", "1e30GiB", "20000000TiB", "8388608TiB", "-1", "nan", "inf", "12 parsecs", "0x10", "é", "\0",
+    "",
+    "cifar",
+    "imagenet",
+    "huge",
+    "convnet",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "vgg",
+    "sgd",
+    "lars",
+    "adamw",
+    "ntxent",
+    "supcon",
+    "none",
+    "linear",
+    "sqrt",
+    "auto",
+    "flex",
+    "ndarray",
+    "wgpu",
+    "cuda",
+    "8GiB",
+    "500MB",
+    "1.5 gb",
+    "1e19",
+    "1e30GiB",
+    "20000000TiB",
+    "8388608TiB",
+    "-1",
+    "nan",
+    "inf",
+    "12 parsecs",
+    "0x10",
+    "é",
+    "\0",
 ];
 
 /// Any TOML value: scalars of every type (extremes included) and small arrays and tables.
@@ -555,14 +588,27 @@ fn checkpoints() {
 #[derive(Clone, Debug)]
 enum TensorMutation {
     /// Mutate the bytes of a tensor's name (made UTF-8 again lossily).
-    Rename { which: Index, mutation: Mutation },
+    Rename {
+        which: Index,
+        mutation: Mutation,
+    },
     /// Give a tensor another shape (rank 0 to 4, sides 0 to 32), its values resized to fit.
-    Reshape { which: Index, shape: Vec<usize> },
+    Reshape {
+        which: Index,
+        shape: Vec<usize>,
+    },
     /// Reverse a tensor's shape (same values, other layout).
-    Transpose { which: Index },
-    Remove { which: Index },
+    Transpose {
+        which: Index,
+    },
+    Remove {
+        which: Index,
+    },
     /// Give tensor `to` the shape and values of tensor `from`.
-    Alias { from: Index, to: Index },
+    Alias {
+        from: Index,
+        to: Index,
+    },
 }
 
 fn tensor_mutation() -> impl Strategy<Value = TensorMutation> {

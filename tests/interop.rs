@@ -189,9 +189,18 @@ fn onnx_export_runs_in_tract_and_gives_embeds_features_and_the_heads_projections
 
         // The head's projections against the encoder in selfsup, on the same views.
         let loaded = selfsup::eval::load::load(&run_dir, selfsup::backend::BackendChoice::Flex).unwrap();
-        let x = burn::tensor::Tensor::<4>::from_data(burn::tensor::TensorData::new(views, [rows, 3, s, s]), loaded.device());
-        let want: Vec<f32> =
-            loaded.encoder.head.forward(loaded.encoder.backbone.forward(x)).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let x = burn::tensor::Tensor::<4>::from_data(
+            burn::tensor::TensorData::new(views, [rows, 3, s, s]),
+            loaded.device(),
+        );
+        let want: Vec<f32> = loaded
+            .encoder
+            .head
+            .forward(loaded.encoder.backbone.forward(x))
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
         let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let err = out[1].iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(err <= 1e-4 * scale.max(1.0), "{arch}: projections differ by {err:e} (scale {scale})");
@@ -229,12 +238,22 @@ fn pretrain_init_starts_from_each_format_with_exactly_its_backbone_and_names_a_m
     shapes_folder(&data, 2, 8, 16);
     let arch = ["--set", "model.arch=\"resnet18\""];
     let pretrain = |out: &Path, extra: &[&str]| {
-        let args: Vec<&str> = [
-            &["pretrain", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--config", SMOKE, "-q"][..],
-            &arch[..],
-            extra,
-        ]
-        .concat();
+        let args: Vec<&str> =
+            [
+                &[
+                    "pretrain",
+                    "--data",
+                    data.to_str().unwrap(),
+                    "--out",
+                    out.to_str().unwrap(),
+                    "--config",
+                    SMOKE,
+                    "-q",
+                ][..],
+                &arch[..],
+                extra,
+            ]
+            .concat();
         run(&args)
     };
     let a = d.path().join("a");
@@ -244,7 +263,8 @@ fn pretrain_init_starts_from_each_format_with_exactly_its_backbone_and_names_a_m
     let tv = d.path().join("tv.safetensors");
     let own = d.path().join("own.safetensors");
     for (file, format) in [(&tv, "torchvision"), (&own, "selfsup")] {
-        let (o, err) = run(&["export", "--model", a.to_str().unwrap(), "--out", file.to_str().unwrap(), "--format", format]);
+        let (o, err) =
+            run(&["export", "--model", a.to_str().unwrap(), "--out", file.to_str().unwrap(), "--format", format]);
         assert!(o.status.success(), "{err}");
     }
     for (i, init) in [tv.as_path(), own.as_path(), a.as_path()].into_iter().enumerate() {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{SMOKE, Launch, launch_and_wait, pretrain_args, run, shapes_folder, signal};
+use common::{Launch, SMOKE, launch_and_wait, pretrain_args, run, shapes_folder, signal};
 use selfsup::checkpoint::Checkpoint;
 use selfsup::named_tensors::NamedTensor;
 use selfsup::train::metrics;

@@ -15,11 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{SMOKE, Launch, run, selfsup, shapes_folder, signal};
+use common::{Launch, SMOKE, run, selfsup, shapes_folder, signal};
 use selfsup::checkpoint::Checkpoint;
 use selfsup::named_tensors::NamedTensor;
 use selfsup::train::metrics;
-
 
 /// The exit status of a run stopped by a signal after its checkpoint (README, `pretrain`).
 const RESUMABLE: i32 = 75;
@@ -241,11 +240,7 @@ fn a_damaged_or_truncated_checkpoint_is_refused_naming_the_newest_good_one() {
     assert_eq!(st.code(), Some(1), "{err}");
     assert!(err.contains("not a selfsup checkpoint") && err.contains("step-000000004"), "{err}");
     // Continuing from the named one reaches the uninterrupted run's weights.
-    let (st, err) = finish(
-        pretrain(&f, &out, &sets, &["--resume-from", step4.to_str().unwrap(), "-q"]),
-        &f,
-        "from4",
-    );
+    let (st, err) = finish(pretrain(&f, &out, &sets, &["--resume-from", step4.to_str().unwrap(), "-q"]), &f, "from4");
     assert!(st.success(), "{err}");
     assert_same(&final_checkpoint(&out).model, &want.model, "weights after resuming from step 4");
 }
@@ -308,8 +303,7 @@ fn a_second_run_into_a_live_runs_folder_is_refused_and_a_killed_run_leaves_no_lo
     assert!(!first.ended(), "the first run goes on");
     signal(first.child.id(), "-9");
     let _ = first.wait(Duration::from_secs(30));
-    let (st, err) =
-        finish(pretrain(&f, &out, &sets, &["--resume=auto", "--stop-after-steps", "7", "-q"]), &f, "after");
+    let (st, err) = finish(pretrain(&f, &out, &sets, &["--resume=auto", "--stop-after-steps", "7", "-q"]), &f, "after");
     assert!(st.success(), "{err}");
 }
 
@@ -333,6 +327,7 @@ fn resume_accepts_the_runs_own_configuration_and_lists_every_key_that_differs() 
     assert!(st.success(), "{err}");
     assert_eq!(final_checkpoint(&out).position.global_step, 10);
     // Without --config/--set, --resume uses the run's own configuration as before.
-    let (o, err) = run(&["pretrain", "--data", f.data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume", "-q"]);
+    let (o, err) =
+        run(&["pretrain", "--data", f.data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume", "-q"]);
     assert!(o.status.success(), "{err}");
 }

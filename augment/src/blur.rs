@@ -228,9 +228,8 @@ mod tests {
             let r = (2.0 * sigma).ceil() as usize;
             let (w, h) = (31, 24);
             let orig = pattern(w, h);
-            let theirs = image::Rgb32FImage::from_fn(w as u32, h as u32, |x, y| {
-                image::Rgb(orig.pixel(x as usize, y as usize))
-            });
+            let theirs =
+                image::Rgb32FImage::from_fn(w as u32, h as u32, |x, y| image::Rgb(orig.pixel(x as usize, y as usize)));
             let theirs = imageproc::filter::gaussian_blur_f32(&theirs, sigma);
             let mut ours = orig.clone();
             blur(&mut ours, &gaussian_kernel(2 * r + 1, sigma), &mut Vec::new());

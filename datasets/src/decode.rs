@@ -115,7 +115,10 @@ fn tiff_chunks_fit(bytes: &[u8]) -> Result<(), String> {
         let counts = d.find_tag_unsigned_vec::<u64>(counts).map_err(|e| e.to_string())?.unwrap_or_default();
         for (o, c) in offsets.iter().zip(&counts) {
             if o.checked_add(*c).is_none_or(|end| end > bytes.len() as u64) {
-                return Err(format!("TIFF data at bytes {o}..+{c} lies beyond the end of the {}-byte file", bytes.len()));
+                return Err(format!(
+                    "TIFF data at bytes {o}..+{c} lies beyond the end of the {}-byte file",
+                    bytes.len()
+                ));
             }
         }
     }
@@ -137,7 +140,11 @@ fn tiff_entries_fit(bytes: &[u8]) -> Result<(), String> {
     };
     let uint = |at: usize, n: usize| -> Result<u64, String> {
         let b = bytes.get(at..at.checked_add(n).ok_or_else(short)?).ok_or_else(short)?;
-        Ok(if le { b.iter().rev().fold(0, |v, &x| v << 8 | u64::from(x)) } else { b.iter().fold(0, |v, &x| v << 8 | u64::from(x)) })
+        Ok(if le {
+            b.iter().rev().fold(0, |v, &x| v << 8 | u64::from(x))
+        } else {
+            b.iter().fold(0, |v, &x| v << 8 | u64::from(x))
+        })
     };
     // Classic: 2-byte entry count, 12-byte entries (4-byte count, 4 inline bytes), 4-byte
     // offsets; BigTIFF (version 43): 8-byte count, 20-byte entries, 8-byte offsets.
@@ -149,7 +156,10 @@ fn tiff_entries_fit(bytes: &[u8]) -> Result<(), String> {
         let at = usize::try_from(next).map_err(|_| short())?;
         let entries = uint(at, count_len)?;
         for i in 0..entries {
-            let e = usize::try_from(i).ok().and_then(|i| (at + count_len).checked_add(i.checked_mul(entry_len)?)).ok_or_else(short)?;
+            let e = usize::try_from(i)
+                .ok()
+                .and_then(|i| (at + count_len).checked_add(i.checked_mul(entry_len)?))
+                .ok_or_else(short)?;
             let size = match uint(e + 2, 2)? {
                 1 | 2 | 6 | 7 => 1,
                 3 | 8 => 2,

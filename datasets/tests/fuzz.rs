@@ -168,8 +168,12 @@ struct ImageCase {
 /// One case in ten goes through `open` (a temporary folder costs more than a decode).
 fn image_case() -> impl Strategy<Value = ImageCase> {
     let route = prop_oneof![18 => Just(Route::Decode), 1 => Just(Route::OpenCached), 1 => Just(Route::OpenStreaming)];
-    (any::<Index>(), mutations(), any::<bool>(), route)
-        .prop_map(|(seed, mutations, shrink, route)| ImageCase { seed, mutations, shrink, route })
+    (any::<Index>(), mutations(), any::<bool>(), route).prop_map(|(seed, mutations, shrink, route)| ImageCase {
+        seed,
+        mutations,
+        shrink,
+        route,
+    })
 }
 
 /// The invariants of a decoded image.

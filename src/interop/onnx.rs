@@ -146,8 +146,11 @@ impl Builder {
         if p.ceil_mode || p.dilation != [1, 1] {
             bail!("max-pool with ceil mode or dilation is not exported");
         }
-        let attrs =
-            vec![ints("kernel_shape", &p.kernel_size), ints("strides", &p.stride), ints("pads", &pads(&p.padding, "max-pool")?)];
+        let attrs = vec![
+            ints("kernel_shape", &p.kernel_size),
+            ints("strides", &p.stride),
+            ints("pads", &pads(&p.padding, "max-pool")?),
+        ];
         Ok(self.node("MaxPool", vec![x], attrs, None))
     }
 

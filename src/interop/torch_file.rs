@@ -16,7 +16,13 @@ use crate::named_tensors::NamedTensor;
 /// Writes the backbone tensors among `tensors` (selfsup names) to `path` under their PyTorch
 /// names, with a `num_batches_tracked` of `steps` for every batch norm; returns the number of
 /// tensors written.
-pub fn write(path: &Path, arch: Arch, tensors: &[NamedTensor], steps: u64, meta: HashMap<String, String>) -> Result<usize> {
+pub fn write(
+    path: &Path,
+    arch: Arch,
+    tensors: &[NamedTensor],
+    steps: u64,
+    meta: HashMap<String, String>,
+) -> Result<usize> {
     let mut out: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for t in tensors.iter().filter(|t| t.name.starts_with("backbone.")) {
         let name = to_torch(arch, &t.name)
@@ -88,9 +94,7 @@ pub fn read_backbone(path: &Path, arch: Arch, expected: &[NamedTensor]) -> Resul
             } else {
                 ""
             };
-            bad(format!(
-                "{kind} without {theirs}, which a model.arch = {arch:?} backbone needs{hint}"
-            ))
+            bad(format!("{kind} without {theirs}, which a model.arch = {arch:?} backbone needs{hint}"))
         })?;
         if view.shape() != want.shape.as_slice() {
             let stem = if theirs == "conv1.weight" || theirs.ends_with("stem.conv.conv.weight") {
@@ -105,7 +109,11 @@ pub fn read_backbone(path: &Path, arch: Arch, expected: &[NamedTensor]) -> Resul
                 want.shape
             );
         }
-        tensors.push(NamedTensor { name: want.name.clone(), shape: want.shape.clone(), values: floats(&view, theirs, path)? });
+        tensors.push(NamedTensor {
+            name: want.name.clone(),
+            shape: want.shape.clone(),
+            values: floats(&view, theirs, path)?,
+        });
     }
     let used: HashSet<&String> = file_name.values().collect();
     let ignored: Vec<String> = names.iter().filter(|n| !used.contains(n)).cloned().collect();
@@ -131,7 +139,11 @@ pub fn read_backbone(path: &Path, arch: Arch, expected: &[NamedTensor]) -> Resul
 
 /// `model` with its backbone's weights from `path` (see [`read_backbone`]); its projection
 /// head is left as it is (freshly initialized when pretraining starts).
-pub fn init_backbone(model: crate::model::Encoder, path: &Path, arch: Arch) -> Result<(crate::model::Encoder, InitWeights)> {
+pub fn init_backbone(
+    model: crate::model::Encoder,
+    path: &Path,
+    arch: Arch,
+) -> Result<(crate::model::Encoder, InitWeights)> {
     let expected: Vec<NamedTensor> =
         crate::named_tensors::collect(&model).into_iter().filter(|t| t.name.starts_with("backbone.")).collect();
     let weights = read_backbone(path, arch, &expected)?;

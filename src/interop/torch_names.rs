@@ -88,16 +88,19 @@ mod tests {
         assert_eq!(r18("backbone.ResNet.stem.conv.bn.gamma").as_deref(), Some("bn1.weight"));
         assert_eq!(r18("backbone.ResNet.blocks.0.inner.0.conv.weight").as_deref(), Some("layer1.0.conv1.weight"));
         assert_eq!(r18("backbone.ResNet.blocks.3.last_bn.beta").as_deref(), Some("layer2.1.bn2.bias"));
-        assert_eq!(r18("backbone.ResNet.blocks.2.downsample.bn.running_var").as_deref(), Some("layer2.0.downsample.1.running_var"));
+        assert_eq!(
+            r18("backbone.ResNet.blocks.2.downsample.bn.running_var").as_deref(),
+            Some("layer2.0.downsample.1.running_var")
+        );
         assert_eq!(r18("backbone.ResNet.blocks.7.last.weight").as_deref(), Some("layer4.1.conv2.weight"));
         assert_eq!(r18("backbone.ResNet.blocks.8.last.weight"), None, "ResNet-18 has 8 blocks");
         let r50 = |n: &str| to_torch(Arch::Resnet50, n);
-        assert_eq!(r50("backbone.ResNet.blocks.3.inner.1.bn.running_mean").as_deref(), Some("layer2.0.bn2.running_mean"));
+        assert_eq!(
+            r50("backbone.ResNet.blocks.3.inner.1.bn.running_mean").as_deref(),
+            Some("layer2.0.bn2.running_mean")
+        );
         assert_eq!(r50("backbone.ResNet.blocks.15.last.weight").as_deref(), Some("layer4.2.conv3.weight"));
         assert_eq!(r50("head.out.weight"), None);
-        assert_eq!(
-            to_torch(Arch::Convnet, "backbone.ConvNet.layers.3.bn.beta").as_deref(),
-            Some("layers.3.bn.bias")
-        );
+        assert_eq!(to_torch(Arch::Convnet, "backbone.ConvNet.layers.3.bn.beta").as_deref(), Some("layers.3.bn.bias"));
     }
 }

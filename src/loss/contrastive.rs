@@ -53,7 +53,10 @@ pub fn masked_logits(z: Tensor<2>, temperature: f64) -> (Tensor<2>, Tensor<2>) {
 
 /// An `m × m` boolean mask.
 pub fn mask(m: usize, device: &Device, f: impl Fn(usize, usize) -> bool) -> Tensor<2, Bool> {
-    Tensor::<2, Bool>::from_data(TensorData::new((0..m * m).map(|k| f(k / m, k % m)).collect::<Vec<bool>>(), [m, m]), device)
+    Tensor::<2, Bool>::from_data(
+        TensorData::new((0..m * m).map(|k| f(k / m, k % m)).collect::<Vec<bool>>(), [m, m]),
+        device,
+    )
 }
 
 /// Mean cosine similarity of the positive pairs (`positive[i * m + j]`) and of the negative

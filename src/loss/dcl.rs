@@ -104,7 +104,9 @@ mod tests {
         let device = Device::flex();
         for (n, t) in [(2, 0.5), (8, 0.1)] {
             let rows = vec![vec![0.3, -1.2, 2.0]; 2 * n];
-            let got = f64::from(dcl(tensor(&rows[..n], &device), tensor(&rows[n..], &device), t, None).loss.into_scalar::<f32>());
+            let got = f64::from(
+                dcl(tensor(&rows[..n], &device), tensor(&rows[n..], &device), t, None).loss.into_scalar::<f32>(),
+            );
             assert!((got - ((2 * n - 2) as f64).ln()).abs() < 1e-4, "n={n}: {got}");
         }
         // A σ so large that the softmax is uniform: DCLW's weights are 1, DCLW = DCL.

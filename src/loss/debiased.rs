@@ -114,18 +114,19 @@ mod tests {
         let device = Device::flex();
         let rows = random_rows(16, 8, 9);
         let z = tensor(&rows, &device);
-        let got = f64::from(debiased(z.clone().narrow(0, 0, 8), z.narrow(0, 8, 8), 0.3, 0.0, 0.0).loss.into_scalar::<f32>());
+        let got =
+            f64::from(debiased(z.clone().narrow(0, 0, 8), z.narrow(0, 8, 8), 0.3, 0.0, 0.0).loss.into_scalar::<f32>());
         let want = naive_nt_xent(&rows, 0.3);
         assert!((got - want).abs() <= 1e-4 * want, "{got} vs {want}");
         // Twins identical, everything else orthogonal (s_ip = 1/τ, s_ik = 0) and τ⁺·e^{1/τ} > 1:
         // (R − τ⁺·N·e^{s_ip}) / (1 − τ⁺) is negative, the floor N·e^{−1/τ} holds, and
         // ℓ = log(1 + N·e^{−2/τ}).
         let (n, t) = (4, 0.5);
-        let rows: Vec<Vec<f64>> = (0..2 * n)
-            .map(|r| (0..8).map(|c| if c == r % n { 1.0 + (r / n) as f64 } else { 0.0 }).collect())
-            .collect();
+        let rows: Vec<Vec<f64>> =
+            (0..2 * n).map(|r| (0..8).map(|c| if c == r % n { 1.0 + (r / n) as f64 } else { 0.0 }).collect()).collect();
         let z = tensor(&rows, &device);
-        let got = f64::from(debiased(z.clone().narrow(0, 0, n), z.narrow(0, n, n), t, 0.5, 0.0).loss.into_scalar::<f32>());
+        let got =
+            f64::from(debiased(z.clone().narrow(0, 0, n), z.narrow(0, n, n), t, 0.5, 0.0).loss.into_scalar::<f32>());
         let want = (1.0 + (2 * n - 2) as f64 * (-2.0 / t).exp()).ln();
         assert!((got - want).abs() < 1e-5, "{got} vs {want}");
     }

@@ -158,7 +158,10 @@ impl Optimizer {
                 anyhow::bail!("checkpoint: optimizer state for {path}, which the model does not have");
             };
             if let Some(b) = bufs.iter().find(|b| b.dims()[0] != n) {
-                anyhow::bail!("checkpoint: optimizer state for {path} has {} values, the parameter has {n}", b.dims()[0]);
+                anyhow::bail!(
+                    "checkpoint: optimizer state for {path} has {} values, the parameter has {n}",
+                    b.dims()[0]
+                );
             }
         }
         Ok(())

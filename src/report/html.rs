@@ -219,11 +219,7 @@ pub fn write_report(run_root: &Path, backend: BackendChoice, verbose: bool) -> R
     );
     row(&mut h, "training time", &format!("{:.1} min", elapsed / 60.0));
     if let Some(m) = last {
-        row(
-            &mut h,
-            "last logged loss",
-            &format!("{:.4} at step {} ({:.0} pairs/s)", m.loss, m.step, m.pairs_per_sec),
-        );
+        row(&mut h, "last logged loss", &format!("{:.4} at step {} ({:.0} pairs/s)", m.loss, m.step, m.pairs_per_sec));
     }
     if let Some(k) = &knn_last {
         row(&mut h, "online k-NN (held out)", &format!("top-1 {:.2}% (k = {})", 100.0 * k.top1, k.k));

@@ -318,7 +318,11 @@ impl Trainer<'_> {
             "no earlier checkpoint exists".to_string()
         };
         crate::atomic::write_bytes_linked(&self.run.checkpoint(), &ck.to_bytes()?, &links).with_context(|| {
-            format!("writing checkpoint {} at step {} ({previous})", self.run.checkpoint().display(), st.pos.global_step)
+            format!(
+                "writing checkpoint {} at step {} ({previous})",
+                self.run.checkpoint().display(),
+                st.pos.global_step
+            )
         })?;
         self.run.prune_kept(keep.max(1), None)
     }
@@ -437,7 +441,8 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
     let mut init_note = None;
     if resumed.is_none() {
         if let (Some(path), true) = (&opts.init, root) {
-            let (model, w) = crate::interop::torch_file::init_backbone(st.model.take().expect("built above"), path, cfg.model.arch)?;
+            let (model, w) =
+                crate::interop::torch_file::init_backbone(st.model.take().expect("built above"), path, cfg.model.arch)?;
             st.model = Some(model);
             if opts.verbose {
                 let counters = w.ignored.iter().filter(|n| n.ends_with("num_batches_tracked")).count();
@@ -455,7 +460,12 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
                         others[..3].join(", ")
                     ),
                 };
-                eprintln!("backbone initialized from {} ({}, {} tensors){ignored}; the projection head starts fresh", path.display(), w.kind, w.tensors.len());
+                eprintln!(
+                    "backbone initialized from {} ({}, {} tensors){ignored}; the projection head starts fresh",
+                    path.display(),
+                    w.kind,
+                    w.tensors.len()
+                );
             }
             init_note = Some(path.display().to_string());
         }

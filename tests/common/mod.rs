@@ -158,7 +158,6 @@ pub fn read_npy(path: &Path) -> (usize, usize, Vec<f32>) {
     (dims[0], dims[1], data)
 }
 
-
 /// The smoke configuration (seconds of training on a tiny folder).
 pub const SMOKE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/smoke.toml");
 

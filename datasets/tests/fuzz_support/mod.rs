@@ -61,16 +61,39 @@ pub const EXTREMES: &[u32] = &[0, 1, 0x7f, 0x80, 0xff, 0x7fff, 0x8000, 0xffff, 0
 /// One change to a file's bytes.
 #[derive(Clone, Debug)]
 pub enum Mutation {
-    FlipBit { at: Pos, bit: u8 },
-    SetByte { at: Pos, value: u8 },
+    FlipBit {
+        at: Pos,
+        bit: u8,
+    },
+    SetByte {
+        at: Pos,
+        value: u8,
+    },
     /// Cut the file short (to a length below its current one).
-    Truncate { to: Index },
+    Truncate {
+        to: Index,
+    },
     /// Overwrite a 2- or 4-byte field with one of [`EXTREMES`].
-    Field { at: Pos, width: FieldWidth, value: u32, big_endian: bool },
-    Insert { at: Pos, run: Vec<u8> },
-    Delete { at: Pos, count: usize },
+    Field {
+        at: Pos,
+        width: FieldWidth,
+        value: u32,
+        big_endian: bool,
+    },
+    Insert {
+        at: Pos,
+        run: Vec<u8>,
+    },
+    Delete {
+        at: Pos,
+        count: usize,
+    },
     /// Copy `count` bytes from `from` and insert them at `to`.
-    Duplicate { from: Pos, count: usize, to: Pos },
+    Duplicate {
+        from: Pos,
+        count: usize,
+        to: Pos,
+    },
 }
 
 fn pos() -> impl Strategy<Value = Pos> {
