@@ -523,6 +523,16 @@ fn use_checkpoint(ck: &Checkpoint, model: &Encoder, cfg: &Config, device: &Devic
     Ok(outcome)
 }
 
+/// A refusal must name the file it refuses.
+fn refused_naming(e: &anyhow::Error, path: &Path) -> Result<Outcome, String> {
+    let msg = format!("{e:#}");
+    if msg.contains(&path.display().to_string()) {
+        Ok(Outcome::Refused)
+    } else {
+        Err(format!("the error does not name the file: {msg:?}"))
+    }
+}
+
 /// The smoke configuration, its model (built once: the cases clone it) and the flex device.
 fn smoke_model() -> (Config, Encoder, Device) {
     let cfg = Config::load(Some(smoke_path().as_path()), &[]).unwrap();
@@ -569,14 +579,7 @@ fn checkpoints() {
                 }
                 Ok(Outcome::Accepted)
             }
-            Err(e) => {
-                let msg = format!("{e:#}");
-                if msg.contains(&path.display().to_string()) {
-                    Ok(Outcome::Refused)
-                } else {
-                    Err(format!("the error does not name the file: {msg:?}"))
-                }
-            }
+            Err(e) => refused_naming(&e, &path),
         }
     });
 }
@@ -718,14 +721,7 @@ fn init_files() {
         };
         match result {
             Ok(()) => Ok(Outcome::Accepted),
-            Err(e) => {
-                let msg = format!("{e:#}");
-                if msg.contains(&path.display().to_string()) {
-                    Ok(Outcome::Refused)
-                } else {
-                    Err(format!("the error does not name the file: {msg:?}"))
-                }
-            }
+            Err(e) => refused_naming(&e, &path),
         }
     });
 }
