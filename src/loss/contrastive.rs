@@ -51,6 +51,13 @@ pub fn masked_logits(z: Tensor<2>, temperature: f64) -> (Tensor<2>, Tensor<2>) {
     (logits, cos)
 }
 
+/// For the `2n` embeddings of `n` images (first views, then second views): whether embedding
+/// `j` is embedding `i`'s twin view, row-major `2n × 2n` — NT-Xent's positives.
+pub fn twin_pairs(n: usize) -> Vec<bool> {
+    let m = 2 * n;
+    (0..m * m).map(|k| k % m == (k / m + n) % m).collect()
+}
+
 /// An `m × m` boolean mask.
 pub fn mask(m: usize, device: &Device, f: impl Fn(usize, usize) -> bool) -> Tensor<2, Bool> {
     Tensor::<2, Bool>::from_data(

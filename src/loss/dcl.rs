@@ -9,18 +9,17 @@
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
-use super::contrastive::{LossOutput, SELF_LOGIT, l2_normalize, mask, masked_logits, similarity_stats};
+use super::contrastive::{LossOutput, SELF_LOGIT, l2_normalize, mask, masked_logits, similarity_stats, twin_pairs};
 
 /// DCL (`sigma = None`) or DCLW (`Some(σ)`) of the projections `z1`, `z2` (`[n, d]` each).
 pub fn dcl(z1: Tensor<2>, z2: Tensor<2>, temperature: f64, sigma: Option<f64>) -> LossOutput {
     let [n, _] = z1.dims();
     let m = 2 * n;
     let device = z1.device();
-    let twin = |i: usize| (i + n) % m;
-    let positive: Vec<bool> = (0..m * m).map(|k| k % m == twin(k / m)).collect();
+    let positive = twin_pairs(n);
     let z = l2_normalize(Tensor::cat(vec![z1, z2], 0));
     let (logits, cos) = masked_logits(z.clone(), temperature);
-    let pos_mask = mask(m, &device, |i, j| j == twin(i));
+    let pos_mask = mask(m, &device, |i, j| positive[i * m + j]);
     let pos_logit = logits.clone().mask_fill(pos_mask.clone().bool_not(), 0.0).sum_dim(1); // [m, 1]
     // log Σ over the negatives, shifted by the row maximum for stability.
     let neg = logits.mask_fill(pos_mask, SELF_LOGIT);

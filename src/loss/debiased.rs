@@ -17,7 +17,7 @@
 
 use burn::prelude::*;
 
-use super::contrastive::{LossOutput, l2_normalize, mask, masked_logits, similarity_stats};
+use super::contrastive::{LossOutput, l2_normalize, mask, masked_logits, similarity_stats, twin_pairs};
 
 /// The debiased / hard-negative loss of `z1`, `z2` (`[n, d]` each) with class prior `tau_plus`
 /// (in `[0, 1)`) and concentration `beta` (`≥ 0`).
@@ -26,13 +26,12 @@ pub fn debiased(z1: Tensor<2>, z2: Tensor<2>, temperature: f64, tau_plus: f64, b
     let m = 2 * n;
     let device = z1.device();
     let negatives = (m - 2) as f64;
-    let twin = |i: usize| (i + n) % m;
-    let positive: Vec<bool> = (0..m * m).map(|k| k % m == twin(k / m)).collect();
+    let positive = twin_pairs(n);
     let (logits, cos) = masked_logits(l2_normalize(Tensor::cat(vec![z1, z2], 0)), temperature);
     let top = logits.clone().max_dim(1).detach(); // [m, 1]
     let shifted = logits - top.clone();
-    let pos_mask = mask(m, &device, |i, j| j == twin(i));
-    let neg_mask = mask(m, &device, |i, j| i != j && j != twin(i));
+    let pos_mask = mask(m, &device, |i, j| positive[i * m + j]);
+    let neg_mask = mask(m, &device, |i, j| i != j && !positive[i * m + j]);
     let pos_shifted = shifted.clone().mask_fill(pos_mask.bool_not(), 0.0).sum_dim(1); // s_ip − top
     let pos = pos_shifted.clone().exp();
     let e = shifted.clone().exp().mask_fill(neg_mask.clone().bool_not(), 0.0);

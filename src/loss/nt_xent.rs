@@ -4,14 +4,13 @@
 
 use burn::prelude::*;
 
-use super::contrastive::{LossOutput, contrastive_loss};
+use super::contrastive::{LossOutput, contrastive_loss, twin_pairs};
 
 /// NT-Xent of the projections `z1` (view 1) and `z2` (view 2), each `[n, d]`.
 pub fn nt_xent(z1: Tensor<2>, z2: Tensor<2>, temperature: f64) -> LossOutput {
     let [n, _] = z1.dims();
     let m = 2 * n;
-    let twin = |i: usize| (i + n) % m;
-    let positive: Vec<bool> = (0..m * m).map(|k| k % m == twin(k / m)).collect();
+    let positive = twin_pairs(n);
     let weights = positive.iter().map(|&p| if p { 1.0 / m as f32 } else { 0.0 }).collect();
     contrastive_loss(Tensor::cat(vec![z1, z2], 0), temperature, weights, &positive)
 }
