@@ -19,12 +19,12 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use safetensors::tensor::{Dtype, TensorView};
 
-use crate::backend::BackendChoice;
 use crate::checkpoint::Checkpoint;
 use crate::config::Config;
 use crate::eval::load::checkpoint_config;
 use crate::interop;
 use crate::model::Arch;
+use crate::named_tensors;
 use crate::train::run_dir::checkpoint_path;
 
 /// File formats of `selfsup export`.
@@ -101,7 +101,8 @@ pub fn run(args: ExportArgs, verbose: bool) -> Result<()> {
     let ck = Checkpoint::load(&path)?;
     let cfg = checkpoint_config(&ck)?;
     let arch = cfg.model.arch;
-    let feature_dim = cfg.model.init(&burn::tensor::Device::flex()).backbone.dim();
+    let model = cfg.model.init(&burn::tensor::Device::flex());
+    let feature_dim = model.backbone.dim();
     let steps = ck.position.global_step;
     let format_name = match args.format {
         Format::Selfsup => "selfsup-encoder-1",
@@ -130,8 +131,10 @@ pub fn run(args: ExportArgs, verbose: bool) -> Result<()> {
             what
         }
         Format::Onnx => {
-            let loaded = crate::eval::load::load(&path, BackendChoice::Flex)?;
-            let bytes = interop::onnx::encode(&loaded.encoder, cfg.augment.size as usize, args.with_head, &meta)?;
+            // The checkpoint already read, into the model already built (on flex: inference form).
+            let encoder =
+                named_tensors::apply(model, &ck.model).with_context(|| format!("loading {}", path.display()))?;
+            let bytes = interop::onnx::encode(&encoder, cfg.augment.size as usize, args.with_head, &meta)?;
             crate::atomic::write_bytes(&args.out, &bytes)?;
             format!("an ONNX model, opset {}, {} bytes", interop::onnx::OPSET, bytes.len())
         }
