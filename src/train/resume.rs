@@ -17,12 +17,12 @@ pub fn read_checkpoint(run: &RunDir, path: &Path) -> Result<(Vec<u8>, Checkpoint
     match Checkpoint::from_bytes(&bytes, path) {
         Ok(ck) => Ok((bytes, ck)),
         Err(e) => {
-            let same = |p: &Path| std::fs::read(p).is_ok_and(|b| b == bytes);
+            // Each kept file read once: not the damaged one itself (a hard link of it), and loading.
             let good = run
                 .kept_checkpoints()
                 .into_iter()
                 .rev()
-                .find(|(_, p)| !same(p) && std::fs::read(p).is_ok_and(|b| Checkpoint::from_bytes(&b, p).is_ok()));
+                .find(|(_, p)| std::fs::read(p).is_ok_and(|b| b != bytes && Checkpoint::from_bytes(&b, p).is_ok()));
             match good {
                 Some((step, p)) => Err(e.context(format!(
                     "cannot resume from it; the newest good checkpoint is {} (step {step}): continue from it with --resume-from {}",
