@@ -120,6 +120,11 @@ pub struct TrainConfig {
     pub keep_checkpoints: usize,
     /// Batches augmented ahead of the one being trained on.
     pub prefetch: usize,
+    /// Gradient caching: forward and backward the batch in micro-batches of at most this many
+    /// images per process, with the exact gradient of the whole batch's loss (0: off). Memory
+    /// is that of one micro-batch; batch norm normalizes each micro-batch by its own statistics.
+    #[serde(default)]
+    pub micro_batch: usize,
 }
 
 impl Default for TrainConfig {
@@ -134,6 +139,7 @@ impl Default for TrainConfig {
             checkpoint_every_minutes: 0.0,
             keep_checkpoints: 1,
             prefetch: 2,
+            micro_batch: 0,
         }
     }
 }
@@ -347,6 +353,20 @@ impl Config {
         }
         if t.prefetch == 0 {
             bad("train.prefetch", &t.prefetch, "at least 1 batch")?;
+        }
+        if t.micro_batch == 1 {
+            bad("train.micro_batch", &t.micro_batch, "0 (off) or at least 2 images (batch norm needs several)")?;
+        }
+        let views = (self.augment.views, self.augment.small_views);
+        if views != (2, 0) && !matches!(self.loss.kind, crate::loss::LossKind::Ntxent | crate::loss::LossKind::Supcon) {
+            bad(
+                "loss.kind",
+                &format!("\"{}\"", format!("{:?}", self.loss.kind).to_lowercase()),
+                &format!(
+                    "\"ntxent\" or \"supcon\" with augment.views = {} and augment.small_views = {} (their multi-positive form); the other losses are defined for two views",
+                    views.0, views.1
+                ),
+            )?;
         }
         let mo = &self.monitor;
         if !(mo.std_threshold >= 0.0 && mo.std_threshold.is_finite()) {

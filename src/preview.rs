@@ -1,7 +1,8 @@
-//! The augmentation preview grid: one row per image, the original then its two views (the
-//! views epoch 0 of a run with the same seed would train on), small images enlarged with
-//! nearest-neighbour so a person can see the pixels; the original captioned with its class (or
-//! file name), the views with their number.
+//! The augmentation preview grid: one row per image, the original then its views (the views
+//! epoch 0 of a run with the same seed would train on: `augment.views` full-size ones, then
+//! multi-crop's `augment.small_views` small ones), small images enlarged with nearest-neighbour
+//! so a person can see the pixels; the original captioned with its class (or file name), the
+//! views with their number ("view 2", "small 1").
 
 use image::{Rgb, RgbImage, imageops};
 use selfsup_augment::{Augmenter, ImageRef, Scratch, view_rng};
@@ -45,27 +46,35 @@ pub fn image_caption(ds: &Dataset, i: usize) -> String {
     }
 }
 
-/// Builds the grid for dataset images `indices`.
-pub fn grid(ds: &Dataset, aug: &Augmenter, indices: &[usize], seed: u64) -> RgbImage {
-    let size = aug.size() as u32;
-    let cell = cell_size(size);
-    let (cols, rows) = (3u32, indices.len() as u32);
+/// Builds the grid for dataset images `indices`: `aug`'s views, then `small`'s (multi-crop).
+pub fn grid(ds: &Dataset, aug: &Augmenter, small: Option<&Augmenter>, indices: &[usize], seed: u64) -> RgbImage {
+    let cfg = aug.config();
+    let makers: Vec<(&Augmenter, String)> = (0..cfg.views)
+        .map(|v| (aug, format!("view {}", v + 1)))
+        .chain(small.into_iter().flat_map(|s| (0..cfg.small_views).map(move |v| (s, format!("small {}", v + 1)))))
+        .collect();
+    let cell = cell_size(aug.size() as u32);
+    let (cols, rows) = (1 + makers.len() as u32, indices.len() as u32);
     let mut out = RgbImage::from_pixel(cols * cell + (cols + 1) * GAP, rows * cell + (rows + 1) * GAP, BACKGROUND);
     let mut scratch = Scratch::default();
     for (r, &i) in indices.iter().enumerate() {
         let (original, views) = ds.with_image(i, |w, h, px| {
             let src = ImageRef::new(w, h, px);
             let original = RgbImage::from_raw(w, h, px.to_vec()).expect("RGB buffer");
-            let views: Vec<RgbImage> = (0..2u8)
-                .map(|v| {
-                    let view = aug.view_rgb(src, &mut view_rng(seed, 0, i as u64, v), &mut scratch);
-                    RgbImage::from_raw(size, size, view.to_u8()).expect("view buffer")
+            let views: Vec<RgbImage> = makers
+                .iter()
+                .enumerate()
+                .map(|(v, (maker, _))| {
+                    let view = maker.view_rgb(src, &mut view_rng(seed, 0, i as u64, v as u8), &mut scratch);
+                    let side = maker.size() as u32;
+                    RgbImage::from_raw(side, side, view.to_u8()).expect("view buffer")
                 })
                 .collect();
             (original, views)
         });
         let y = GAP + r as u32 * (cell + GAP);
-        let captions = [image_caption(ds, i), "view 1".into(), "view 2".into()];
+        let captions: Vec<String> =
+            std::iter::once(image_caption(ds, i)).chain(makers.iter().map(|(_, c)| c.clone())).collect();
         for (c, img) in std::iter::once(&original).chain(&views).enumerate() {
             let x = GAP + c as u32 * (cell + GAP);
             imageops::replace(&mut out, &fit(img, cell), i64::from(x), i64::from(y));

@@ -6,7 +6,7 @@ use burn::prelude::*;
 use selfsup::config::Config;
 use selfsup::named_tensors::{self, NamedTensor};
 use selfsup::optim::Optimizer;
-use selfsup::train::step::train_step;
+use selfsup::train::step::{StepViews, train_step};
 use selfsup_augment::{Augmenter, ImageRef};
 
 const SMOKE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/smoke.toml");
@@ -43,8 +43,16 @@ fn losses(device: Device, weights: &[NamedTensor], batches: &[Vec<f32>], cfg: &C
         .iter()
         .map(|views| {
             let x = Tensor::<4>::from_data(TensorData::new(views.clone(), [2 * BATCH, 3, s, s]), &device);
-            let (trained, out) =
-                train_step(model.clone(), &mut opt, cfg, x, BATCH, None, 0.05, &selfsup::dist::single()).unwrap();
+            let (trained, out) = train_step(
+                model.clone(),
+                &mut opt,
+                cfg,
+                StepViews::pairs(x, BATCH),
+                None,
+                0.05,
+                &selfsup::dist::single(),
+            )
+            .unwrap();
             model = trained;
             out.loss
         })

@@ -128,6 +128,9 @@ fn bad_configurations_are_rejected_before_any_work_naming_the_key() {
         ("loss.tau_plus=1.0", "loss.tau_plus"),
         ("loss.beta=-1", "loss.beta"),
         ("loss.dclw_sigma=0", "loss.dclw_sigma"),
+        ("train.micro_batch=1", "train.micro_batch"),
+        ("augment.views=0", "augment.views"),
+        ("augment.small_views=99", "augment.small_views"),
         ("train.batch_size=64", "fewer than one batch"),
     ] {
         let out = d.path().join(format!("run-{}", set.len()));
@@ -331,4 +334,35 @@ fn a_resolution_schedule_trains_early_epochs_smaller_and_ramps_to_the_size() {
     let sizes: Vec<(u64, usize)> = m.iter().map(|r| (r.epoch, r.size)).collect();
     assert_eq!(sizes, [(0, 8), (0, 8), (1, 8), (1, 8), (2, 12), (2, 12), (3, 16), (3, 16), (4, 16), (4, 16)]);
     assert!(m.iter().all(|r| r.loss.is_finite()));
+}
+
+/// Multi-crop (3 full-size + 2 small views per image) with gradient caching (micro-batches of
+/// 4 of the 8 images) trains from the command line; a two-view-only loss with more views is
+/// refused naming the key and the views; so is a small view larger than the full ones.
+#[test]
+fn multi_crop_and_gradient_caching_train_from_the_command_line() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    shapes_folder(&data, 2, 8, 16);
+    let out = d.path().join("multi");
+    let sets = ["augment.views=3", "augment.small_views=2", "augment.small.size=8", "train.micro_batch=4"];
+    let mut args = pretrain_args(&data, &out, &sets);
+    args.extend(["--stop-after-steps", "3", "-q"].map(String::from));
+    let (o, err) = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{err}");
+    let m = metrics::read(&out.join("metrics.jsonl")).unwrap();
+    assert_eq!(m.len(), 3);
+    assert!(m.iter().all(|r| r.loss.is_finite() && r.pos_sim.is_finite()), "{m:?}");
+    for (sets, needles) in [
+        (&["augment.views=3", "loss.kind=\"dcl\""][..], &["loss.kind", "\"dcl\"", "augment.views = 3"][..]),
+        (&["augment.small_views=2", "augment.small.size=32"][..], &["augment.small.size", "32"][..]),
+        (&["augment.small_views=2", "augment.small.scale=[0.2, 0.1]"][..], &["augment.small.scale"][..]),
+    ] {
+        let out = d.path().join(format!("refused-{}", sets[1].len()));
+        let args = pretrain_args(&data, &out, sets);
+        let (o, err) = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(!o.status.success());
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(needles.iter().all(|n| err.contains(n)), "{sets:?}: {err}");
+    }
 }

@@ -21,25 +21,49 @@ fn write_folder(root: &Path) {
     std::fs::write(root.join("squares/broken.jpg"), b"not a jpeg").unwrap();
 }
 
+/// `selfsup preview` of the folder `write_folder` made under `d` (its `data/`) into `out`,
+/// with `extra` arguments.
+fn preview(d: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    selfsup().arg("preview").arg("--data").arg(d.join("data")).arg("--out").arg(out).args(extra).output().unwrap()
+}
+
 #[test]
 fn preview_writes_a_grid_and_reports_skips() {
     let d = tempfile::tempdir().unwrap();
     write_folder(&d.path().join("data"));
     let out = d.path().join("out/grid.png");
-    let run = selfsup()
-        .args(["preview", "--data"])
-        .arg(d.path().join("data"))
-        .arg("--out")
-        .arg(&out)
-        .args(["--n", "3"])
-        .output()
-        .unwrap();
+    let run = preview(d.path(), &out, &["--n", "3"]);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
     assert!(stderr.contains("broken.jpg") && stderr.contains("skipped 1"), "{stderr}");
     let grid = image::open(&out).unwrap();
     // 3 columns and 3 rows of 128 px cells (32 px views enlarged 4x) with 4 px gaps.
     assert_eq!((grid.width(), grid.height()), (3 * 128 + 4 * 4, 3 * 128 + 4 * 4));
+}
+
+/// Multi-crop: the row shows every view — 3 full-size, then 2 small ones (16 px enlarged to the
+/// same 128 px cells) — and the small views are low-resolution: 8 × 8 blocks of equal pixels.
+#[test]
+fn preview_shows_every_view_of_multi_crop() {
+    let d = tempfile::tempdir().unwrap();
+    write_folder(&d.path().join("data"));
+    let out = d.path().join("grid.png");
+    let run =
+        preview(d.path(), &out, &["-q", "--set", "augment.views=3", "--set", "augment.small_views=2", "--n", "2"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let grid = image::open(&out).unwrap().to_rgb8();
+    assert_eq!((grid.width(), grid.height()), (6 * 128 + 7 * 4, 2 * 128 + 3 * 4));
+    let x0 = 4 + 4 * (128 + 4); // the first small view
+    // Above the caption band (the cell's bottom 19 px), each 8 × 8 block of the enlarged 16 px
+    // view is one colour.
+    for by in 0..13 {
+        for bx in 0..16 {
+            let p = grid.get_pixel(x0 + 8 * bx, 4 + 8 * by);
+            for (dx, dy) in [(7, 0), (0, 7), (7, 7), (3, 4)] {
+                assert_eq!(grid.get_pixel(x0 + 8 * bx + dx, 4 + 8 * by + dy), p, "block ({bx}, {by})");
+            }
+        }
+    }
 }
 
 #[test]
@@ -49,16 +73,8 @@ fn preview_with_a_config_file_and_set_overrides() {
     let cfg = d.path().join("aug.toml");
     std::fs::write(&cfg, "[augment]\npreset = \"imagenet\"\nsize = 48\n").unwrap();
     let out = d.path().join("grid.png");
-    let run = selfsup()
-        .args(["--quiet", "preview", "--data"])
-        .arg(d.path().join("data"))
-        .arg("--out")
-        .arg(&out)
-        .arg("--config")
-        .arg(&cfg)
-        .args(["--set", "augment.grayscale.p=1.0", "--n", "2"])
-        .output()
-        .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let run = preview(d.path(), &out, &["-q", "--config", cfg, "--set", "augment.grayscale.p=1.0", "--n", "2"]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let grid = image::open(&out).unwrap().to_rgb8();
     // 48 px views enlarged 3x to 144 px cells; with grayscale p = 1 every view pixel is gray.

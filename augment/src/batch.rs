@@ -62,16 +62,53 @@ impl Augmenter {
         let len = self.view_len();
         assert_eq!(out1.len(), samples.len() * len, "out1 must hold {} views", samples.len());
         assert_eq!(out2.len(), samples.len() * len, "out2 must hold {} views", samples.len());
-        out1.par_chunks_mut(len).zip(out2.par_chunks_mut(len)).zip(samples.par_iter()).for_each(
-            |((o1, o2), &index)| {
-                SCRATCH.with_borrow_mut(|scratch| {
-                    source.with_image(index, &mut |img| {
-                        self.view(img, &mut view_rng(seed, epoch, index as u64, 0), scratch, o1);
-                        self.view(img, &mut view_rng(seed, epoch, index as u64, 1), scratch, o2);
-                    });
+        let slots = out1.chunks_mut(len).zip(out2.chunks_mut(len)).map(|(a, b)| vec![(0, a), (1, b)]).collect();
+        self.fill(source, samples, seed, epoch, slots);
+    }
+
+    /// Augments images `samples` into `out`, `views = out.len() / (samples.len() · view_len)`
+    /// (at most 255 streams in all: the configuration allows 64 + 64)
+    /// views each, view-major: view `v` of sample `k` goes to `out[(v · samples.len() + k) ·
+    /// view_len ..]` and is drawn from the stream of view `first_view + v` (so a second
+    /// augmenter — multi-crop's small views — continues the numbering where this one stops).
+    /// Each image is fetched once for all its views.
+    pub fn views_batch<S: ImageSource + ?Sized>(
+        &self,
+        source: &S,
+        samples: &[usize],
+        seed: u64,
+        epoch: u64,
+        first_view: u8,
+        out: &mut [f32],
+    ) {
+        let (len, n) = (self.view_len(), samples.len());
+        assert!(n > 0 && out.len().is_multiple_of(n * len), "out must hold whole views of {n} samples");
+        let mut slots: Vec<Vec<(u8, &mut [f32])>> = (0..n).map(|_| Vec::new()).collect();
+        for (k, chunk) in out.chunks_mut(len).enumerate() {
+            slots[k % n].push((first_view + (k / n) as u8, chunk));
+        }
+        self.fill(source, samples, seed, epoch, slots);
+    }
+
+    /// Writes, in parallel over the samples, each sample's views into its `(view, output)`
+    /// slots.
+    fn fill<S: ImageSource + ?Sized>(
+        &self,
+        source: &S,
+        samples: &[usize],
+        seed: u64,
+        epoch: u64,
+        slots: Vec<Vec<(u8, &mut [f32])>>,
+    ) {
+        slots.into_par_iter().zip(samples.par_iter()).for_each(|(mut slots, &index)| {
+            SCRATCH.with_borrow_mut(|scratch| {
+                source.with_image(index, &mut |img| {
+                    for (view, out) in slots.iter_mut() {
+                        self.view(img, &mut view_rng(seed, epoch, index as u64, *view), scratch, out);
+                    }
                 });
-            },
-        );
+            });
+        });
     }
 }
 
@@ -138,5 +175,33 @@ mod tests {
         }
         // The two views of a sample differ.
         assert_ne!(&a1[..n], &a2[..n]);
+    }
+
+    /// `views_batch` lays views out view-major and draws view `v` of sample `i` from stream
+    /// `first_view + v`: its first two views are `two_views_batch`'s, a continuation numbered
+    /// from 2 gives the rest, and each view equals the single-view pipeline on that stream.
+    #[test]
+    fn views_batch_is_view_major_and_continues_the_view_numbering() {
+        let cfg = AugmentConfig::preset(Preset::Cifar);
+        let samples = [3usize, 0, 7, 11, 5];
+        let owned = images();
+        let refs: Vec<ImageRef> = owned.iter().map(|(w, h, p)| ImageRef::new(*w, *h, p)).collect();
+        let aug = Augmenter::new(cfg.clone()).unwrap();
+        let (len, n) = (aug.view_len(), samples.len());
+        let (two1, two2) = run(2, &samples, &cfg);
+        let mut four = vec![0.0; 4 * n * len];
+        aug.views_batch(&refs[..], &samples, 42, 3, 0, &mut four);
+        assert_eq!(&four[..n * len], &two1[..]);
+        assert_eq!(&four[n * len..2 * n * len], &two2[..]);
+        let mut rest = vec![0.0; 2 * n * len];
+        aug.views_batch(&refs[..], &samples, 42, 3, 2, &mut rest);
+        assert_eq!(&four[2 * n * len..], &rest[..]);
+        let mut scratch = Scratch::default();
+        for (v, k) in [(2usize, 0usize), (3, 4), (3, 1)] {
+            let mut one = vec![0.0; len];
+            aug.view(refs[samples[k]], &mut view_rng(42, 3, samples[k] as u64, v as u8), &mut scratch, &mut one);
+            assert_eq!(&four[(v * n + k) * len..(v * n + k + 1) * len], &one[..], "view {v} of sample {k}");
+        }
+        assert_ne!(&four[2 * n * len..3 * n * len], &four[3 * n * len..]);
     }
 }

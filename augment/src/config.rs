@@ -70,6 +70,37 @@ pub struct AugmentConfig {
     /// Train the early epochs at a lower resolution (see [`SizeSchedule`]); none: always `size`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_schedule: Option<SizeSchedule>,
+    /// Full-size views per image (SimCLR's 2; more make the loss's multi-positive form).
+    #[serde(default = "two")]
+    pub views: u32,
+    /// Multi-crop (SwAV, Caron et al. 2020): this many extra low-resolution views per image,
+    /// cropped and resized as [`SmallViews`] says, with every other operation as for the full
+    /// views. 0: none.
+    #[serde(default)]
+    pub small_views: u32,
+    /// The small views' size and crop range.
+    #[serde(default)]
+    pub small: SmallViews,
+}
+
+fn two() -> u32 {
+    2
+}
+
+/// The low-resolution views of multi-crop: side `size` pixels, crops of `scale` (a fraction of
+/// the image area, SwAV's 0.05–0.14 by default: small parts of the image, where the full views
+/// take 0.08–1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmallViews {
+    pub size: u32,
+    pub scale: [f64; 2],
+}
+
+impl Default for SmallViews {
+    fn default() -> Self {
+        Self { size: 16, scale: [0.05, 0.14] }
+    }
 }
 
 /// A resolution schedule (FFCV-SSL, Bordes et al. 2023): views of `min_size` pixels before epoch
@@ -92,9 +123,10 @@ impl Default for AugmentConfig {
 impl AugmentConfig {
     /// The SimCLR augmentation at the preset's resolution.
     pub fn preset(preset: Preset) -> Self {
-        let (size, blur_p, normalize, eval_crop) = match preset {
-            Preset::Cifar => (32, 0.0, NormalizeConfig::cifar10(), 1.0),
-            Preset::Imagenet => (224, 0.5, NormalizeConfig::imagenet(), 0.875),
+        // Small views (multi-crop): SwAV's 96 px beside 224; half the side at CIFAR's 32.
+        let (size, small_size, blur_p, normalize, eval_crop) = match preset {
+            Preset::Cifar => (32, 16, 0.0, NormalizeConfig::cifar10(), 1.0),
+            Preset::Imagenet => (224, 96, 0.5, NormalizeConfig::imagenet(), 0.875),
         };
         Self {
             size,
@@ -108,7 +140,27 @@ impl AugmentConfig {
             normalize,
             eval_crop,
             size_schedule: None,
+            views: 2,
+            small_views: 0,
+            small: SmallViews { size: small_size, scale: [0.05, 0.14] },
         }
+    }
+
+    /// The configuration of the small views (multi-crop), when there are any: this one at the
+    /// small views' size and crop range, with no resolution schedule.
+    pub fn small_view_config(&self) -> Option<AugmentConfig> {
+        (self.small_views > 0).then(|| AugmentConfig {
+            size: self.small.size,
+            crop: CropConfig { scale: self.small.scale, ..self.crop.clone() },
+            size_schedule: None,
+            small_views: 0,
+            ..self.clone()
+        })
+    }
+
+    /// Views per image: full-size, then small.
+    pub fn views_per_image(&self) -> usize {
+        (self.views + self.small_views) as usize
     }
 
     /// The side of the training views in epoch `epoch` (0-based).
@@ -142,9 +194,32 @@ impl AugmentConfig {
                 return Err(ConfigError::new(key("size_schedule.ramp_end"), s.ramp_end, "an epoch >= ramp_start"));
             }
         }
-        let [s0, s1] = self.crop.scale;
-        if !(s0 > 0.0 && s0 <= s1 && s1 <= 1.0) {
-            return Err(ConfigError::new(key("crop.scale"), self.crop.scale, "[min, max] with 0 < min <= max <= 1"));
+        let scale = |k: &str, [s0, s1]: [f64; 2]| {
+            if s0 > 0.0 && s0 <= s1 && s1 <= 1.0 {
+                Ok(())
+            } else {
+                Err(ConfigError::new(key(k), [s0, s1], "[min, max] with 0 < min <= max <= 1"))
+            }
+        };
+        scale("crop.scale", self.crop.scale)?;
+        if !(1..=64).contains(&self.views) {
+            return Err(ConfigError::new(key("views"), self.views, "an integer in [1, 64]"));
+        }
+        if self.small_views > 64 {
+            return Err(ConfigError::new(key("small_views"), self.small_views, "an integer in [0, 64]"));
+        }
+        if self.views + self.small_views < 2 {
+            return Err(ConfigError::new(
+                key("views"),
+                self.views,
+                "at least 2 views per image in all (views + small_views), or the loss has no positive pair",
+            ));
+        }
+        // Checked even without small views: a written configuration must read back the same.
+        scale("small.scale", self.small.scale)?;
+        let max_small = if self.small_views > 0 { self.size } else { 4096 };
+        if !(1..=max_small).contains(&self.small.size) {
+            return Err(ConfigError::new(key("small.size"), self.small.size, "an integer in [1, size]"));
         }
         let [r0, r1] = self.crop.ratio;
         if !(r0 > 0.0 && r0 <= r1 && r1.is_finite()) {

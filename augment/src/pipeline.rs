@@ -46,6 +46,12 @@ impl Augmenter {
         &self.cfg
     }
 
+    /// The augmenter of this configuration's small views (multi-crop), if it has any.
+    pub fn small_views(&self) -> Option<Augmenter> {
+        // Validated with this configuration: `small.size` and `small.scale` were checked.
+        self.cfg.small_view_config().map(|cfg| Self { cfg })
+    }
+
     /// Side of the square views.
     pub fn size(&self) -> usize {
         self.cfg.size as usize

@@ -1,5 +1,6 @@
-//! `selfsup bench augment`: two-view augmentation throughput from decoded images in memory,
-//! in images per second (each image yields both views), on a chosen number of threads.
+//! `selfsup bench augment`: augmentation throughput from decoded images in memory, in images
+//! per second (each image yields all its views: `augment.views` full-size ones and multi-crop's
+//! `augment.small_views` small ones, two full-size by default), on a chosen number of threads.
 
 use anyhow::Result;
 use selfsup_augment::{AugmentConfig, Augmenter, ImageRef};
@@ -58,9 +59,10 @@ pub fn run(
     rounds: usize,
 ) -> Result<AugmentBench> {
     let aug = Augmenter::new(cfg.clone())?;
+    let small = aug.small_views();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
-    let mut out1 = vec![0.0f32; batch * aug.view_len()];
-    let mut out2 = out1.clone();
+    let mut full_out = vec![0.0f32; batch * cfg.views as usize * aug.view_len()];
+    let mut small_out = vec![0.0f32; batch * small.as_ref().map_or(0, |s| cfg.small_views as usize * s.view_len())];
     let owned;
     let refs: Vec<ImageRef<'_>>;
     let images: &dyn ImageSourceDyn = match source {
@@ -78,13 +80,13 @@ pub fn run(
             while done < images_per_round {
                 let b = batch.min(images_per_round - done);
                 let samples: Vec<usize> = (done..done + b).map(|i| i % n).collect();
-                images.batch(
-                    &aug,
-                    &samples,
-                    round as u64,
-                    &mut out1[..b * aug.view_len()],
-                    &mut out2[..b * aug.view_len()],
-                );
+                let full_len = b * full_out.len() / batch;
+                let small_len = b * small_out.len() / batch;
+                let epoch = round as u64;
+                images.batch(&aug, &samples, epoch, 0, &mut full_out[..full_len]);
+                if let Some(small) = &small {
+                    images.batch(small, &samples, epoch, cfg.views as u8, &mut small_out[..small_len]);
+                }
                 done += b;
             }
         })
@@ -96,14 +98,14 @@ pub fn run(
 /// Object-safe wrapper so a dataset and a slice of images can be benchmarked alike.
 trait ImageSourceDyn: Sync {
     fn count(&self) -> usize;
-    fn batch(&self, aug: &Augmenter, samples: &[usize], epoch: u64, o1: &mut [f32], o2: &mut [f32]);
+    fn batch(&self, aug: &Augmenter, samples: &[usize], epoch: u64, first_view: u8, out: &mut [f32]);
 }
 
 impl<T: selfsup_augment::ImageSource + ?Sized> ImageSourceDyn for T {
     fn count(&self) -> usize {
         self.len()
     }
-    fn batch(&self, aug: &Augmenter, samples: &[usize], epoch: u64, o1: &mut [f32], o2: &mut [f32]) {
-        aug.two_views_batch(self, samples, 0, epoch, o1, o2);
+    fn batch(&self, aug: &Augmenter, samples: &[usize], epoch: u64, first_view: u8, out: &mut [f32]) {
+        aug.views_batch(self, samples, 0, epoch, first_view, out);
     }
 }

@@ -15,7 +15,7 @@ use super::median;
 use crate::config::Config;
 use crate::data::Dataset;
 use crate::optim::Optimizer;
-use crate::train::loader::{Shard, epoch_order, make_batch};
+use crate::train::loader::{Batch, Shard, ViewMakers, epoch_order, make_batch};
 use crate::train::step::train_step;
 
 /// Timings of one mode.
@@ -64,9 +64,11 @@ pub fn run(
         bail!("bench train: {} images, fewer than one batch of {batch}", ds.len());
     }
     let world = crate::dist::world();
-    let b = crate::dist::per_rank(batch, &*world)?;
+    crate::dist::per_rank(batch, &*world)?;
     let shard = Shard { rank: world.rank(), ranks: world.size() };
     let aug = Augmenter::new(cfg.augment.clone())?;
+    let small = aug.small_views();
+    let makers = ViewMakers { full: &aug, small: small.as_ref() };
     let device = device.clone().autodiff();
     device.seed(cfg.seed);
     let mut model = cfg.model.init(&device);
@@ -76,24 +78,22 @@ pub fn run(
         .map(|t| t.values.len())
         .sum();
     let mut optim = Optimizer::new(cfg.optim.clone());
-    let size = aug.size();
     let order = epoch_order(ds.len(), cfg.seed, 0);
     let total = warmup + steps;
     let indices = |k: usize| -> Vec<usize> {
         let global: Vec<usize> = (0..batch).map(|i| order[(k * batch + i) % order.len()]).collect();
         shard.of(&global).to_vec()
     };
-    let to_tensor = |views: Vec<f32>| Tensor::<4>::from_data(TensorData::new(views, [2 * b, 3, size, size]), &device);
     let mut comm_start = 0.0;
     let mut step_seconds = Vec::with_capacity(steps);
     let mut start = Instant::now();
     std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) = sync_channel(cfg.train.prefetch);
-        let premade: Vec<Vec<f32>> = if loader {
-            let (aug, indices) = (&aug, &indices);
+        let premade: Vec<Batch> = if loader {
+            let indices = &indices;
             scope.spawn(move || {
                 for k in 0..total {
-                    if tx.send(make_batch(ds, aug, &indices(k), cfg.seed, 0, k as u64).views).is_err() {
+                    if tx.send(make_batch(ds, makers, &indices(k), cfg.seed, 0, k as u64)).is_err() {
                         return;
                     }
                 }
@@ -101,7 +101,7 @@ pub fn run(
             Vec::new()
         } else {
             drop(tx);
-            (0..total).map(|k| make_batch(ds, &aug, &indices(k), cfg.seed, 0, k as u64).views).collect()
+            (0..total).map(|k| make_batch(ds, makers, &indices(k), cfg.seed, 0, k as u64)).collect()
         };
         let mut premade = premade.into_iter();
         for k in 0..total {
@@ -110,8 +110,9 @@ pub fn run(
                 comm_start = crate::dist::watchdog::seconds_in_collectives();
             }
             let t = Instant::now();
-            let views = if loader { rx.recv()? } else { premade.next().expect("made above") };
-            let (trained, out) = train_step(model.clone(), &mut optim, cfg, to_tensor(views), b, None, 0.01, &world)?;
+            let batch = if loader { rx.recv()? } else { premade.next().expect("made above") };
+            let (trained, out) =
+                train_step(model.clone(), &mut optim, cfg, batch.to_device(&device), None, 0.01, &world)?;
             model = trained;
             if !out.loss.is_finite() {
                 bail!("bench train: the loss became {} at step {k}", out.loss);

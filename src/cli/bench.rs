@@ -132,12 +132,16 @@ pub fn run(cmd: BenchCommand, threads: Option<usize>) -> Result<()> {
             let preset =
                 a.preset.parse::<Preset>().map(|p| format!("{p:?}").to_lowercase()).unwrap_or(a.preset.clone());
             println!(
-                "augment preset={preset} size={} blur_p={} threads={} batch={}: median {:.0} images/s (two views each) over {} rounds of {} images [min {:.0}, max {:.0}]",
+                "augment preset={preset} size={} blur_p={} threads={} batch={}: median {:.0} images/s ({}) over {} rounds of {} images [min {:.0}, max {:.0}]",
                 aug.size,
                 aug.blur.p,
                 r.threads,
                 a.batch,
                 r.median_images_per_sec(),
+                match aug.small_views {
+                    0 => format!("{} views each", aug.views),
+                    s => format!("{} views + {s} small views of {} px each", aug.views, aug.small.size),
+                },
                 r.seconds.len(),
                 r.images_per_round,
                 r.images_per_round as f64 / r.seconds.iter().cloned().fold(0.0, f64::max),
@@ -170,8 +174,16 @@ pub fn run(cmd: BenchCommand, threads: Option<usize>) -> Result<()> {
                 } else {
                     String::new()
                 };
+                let micro = match cfg.train.micro_batch {
+                    0 => String::new(),
+                    m => format!(" micro_batch={m}"),
+                };
+                let views = match (cfg.augment.views, cfg.augment.small_views) {
+                    (2, 0) => String::new(),
+                    (v, s) => format!(" views={v}+{s}x{}px", cfg.augment.small.size),
+                };
                 root_println(format!(
-                    "train arch={:?} batch={}{ranks} size={} device=\"{}\" data={}: median step {:.3} s = {:.1} pairs/s; {} steps in {:.2} s",
+                    "train arch={:?} batch={}{micro}{views}{ranks} size={} device=\"{}\" data={}: median step {:.3} s = {:.1} pairs/s; {} steps in {:.2} s",
                     cfg.model.arch,
                     r.batch,
                     cfg.augment.size,

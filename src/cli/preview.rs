@@ -32,7 +32,7 @@ pub fn run(args: PreviewArgs, verbose: bool) -> Result<()> {
     let aug = Augmenter::new(cfg.augment.clone())?;
     let ds = open_dataset(&args.data, &cfg, verbose)?;
     let picks = stratified_subset(&ds.labels(), args.n, cfg.seed);
-    let img = grid(&ds, &aug, &picks, cfg.seed);
+    let img = grid(&ds, &aug, aug.small_views().as_ref(), &picks, cfg.seed);
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

@@ -446,20 +446,43 @@ pub fn conv2d(x: burn::Tensor<4>, weight: burn::Tensor<4>, stride: usize, pad: u
     }
 }
 
+thread_local! {
+    /// Set inside [`forward_only_training`].
+    static FORWARD_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with batch norm normalizing by each batch's own statistics as in training, on a
+/// model without autodiff (`Module::valid`, whose layers otherwise use the running statistics),
+/// leaving the running statistics untouched: gradient caching's first pass, whose activations
+/// are not kept. Its second pass forwards the same views with autodiff, computing the same
+/// statistics and updating the running ones, so they move once per micro-batch, not twice.
+pub fn forward_only_training<T>(f: impl FnOnce() -> T) -> T {
+    let before = FORWARD_ONLY.replace(true);
+    let out = f();
+    FORWARD_ONLY.set(before);
+    out
+}
+
 /// Runs a `BatchNorm` module (then ReLU when `relu`): one fused kernel each way on the CPU in
 /// training mode, updating the running statistics exactly as burn's `BatchNorm` does; burn's
 /// own layers everywhere else (inference mode, other backends). Inside a synchronized batch
 /// norm's scope ([`crate::dist::sync_bn`]) training statistics are the global batch's: the
-/// kernel's on the CPU, burn's operations with a differentiable all-reduce elsewhere.
+/// kernel's on the CPU, burn's operations with a differentiable all-reduce elsewhere. Inside
+/// [`forward_only_training`]: training statistics without autodiff, running ones unchanged.
 pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: burn::Tensor<D>, relu: bool) -> burn::Tensor<D> {
     let device = x.device();
-    let training = device.is_autodiff() && bn.training.is_enabled();
+    let forward_only = FORWARD_ONLY.get();
+    let training = forward_only || device.is_autodiff() && bn.training.is_enabled();
     let synced = crate::dist::sync_bn::current();
     if !(is_cpu(&device) && super::enabled() && training) {
         if synced.is_some() && training {
-            return crate::dist::sync_bn::batch_norm(bn, x, relu);
+            return crate::dist::sync_bn::batch_norm(bn, x, relu, !forward_only);
         }
-        let y = bn.forward(x);
+        let y = if forward_only {
+            burn::tensor::module::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon).output
+        } else {
+            bn.forward(x)
+        };
         return if relu { burn::tensor::activation::relu(y) } else { y };
     }
     let (y, mean, var) = <Dispatch as CpuKernels>::fast_batch_norm(
@@ -470,7 +493,9 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: burn::Tensor<D>, relu: bool
         relu,
         synced.is_some(),
     );
-    update_running_stats(bn, burn::Tensor::<1>::from_dispatch(mean), burn::Tensor::<1>::from_dispatch(var));
+    if !forward_only {
+        update_running_stats(bn, burn::Tensor::<1>::from_dispatch(mean), burn::Tensor::<1>::from_dispatch(var));
+    }
     burn::Tensor::from_dispatch(y)
 }
 

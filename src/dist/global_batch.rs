@@ -16,27 +16,27 @@ use burn::prelude::*;
 
 use super::Collective;
 
-/// The global batch's projections, `[2B, d]` with `B = b × ranks`: the first views of every
-/// rank in rank order, then the second views — the order one process with the whole batch
-/// would have. `z` (`[2b, d]`, this rank's `b` first views then its `b` second views) takes
-/// its own places and keeps its gradient; the rest are constants.
-pub fn projections(world: &dyn Collective, z: Tensor<2>, b: usize) -> Tensor<2> {
+/// The global batch's projections, `[V·B, d]` with `B = b × ranks` and `V = views`: the first
+/// views of every rank in rank order, then the second views, and so on — the order one process
+/// with the whole batch would have. `z` (`[V·b, d]`, this rank's `b` first views then its `b`
+/// second views, …) takes its own places and keeps its gradient; the rest are constants.
+pub fn projections(world: &dyn Collective, z: Tensor<2>, b: usize, views: usize) -> Tensor<2> {
     let ranks = world.size();
     if ranks == 1 {
         return z;
     }
     let [rows, d] = z.dims();
-    assert_eq!(rows, 2 * b, "projections of {b} pairs");
+    assert_eq!(rows, views * b, "projections of {views} views of {b} images");
     let mine = z.clone().detach().into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 projections");
     let all = world.all_gather_f32(&mine);
     let device = z.device();
-    let mut parts = Vec::with_capacity(2 * ranks);
-    for view in 0..2 {
+    let mut parts = Vec::with_capacity(views * ranks);
+    for view in 0..views {
         for r in 0..ranks {
             if r == world.rank() {
                 parts.push(z.clone().narrow(0, view * b, b));
             } else {
-                let start = (r * 2 * b + view * b) * d;
+                let start = (r * views * b + view * b) * d;
                 let values = all[start..start + b * d].to_vec();
                 parts.push(Tensor::<2>::from_data(TensorData::new(values, [b, d]), &device));
             }
@@ -93,14 +93,14 @@ mod tests {
             let rows = |v: &[f32]| v[r * b * d..(r + 1) * b * d].to_vec();
             let mine = [rows(&z1), rows(&z2)].concat();
             let z = Tensor::<2>::from_data(TensorData::new(mine, [2 * b, d]), &device).require_grad();
-            let global = projections(&*world, z.clone(), b);
+            let global = projections(&*world, z.clone(), b, 2);
             let out = nt_xent(global.clone().narrow(0, 0, 2 * b), global.narrow(0, 2 * b, 2 * b), t);
             let loss = out.loss.clone().into_scalar::<f32>();
             let grad = host(z.grad(&out.loss.backward()).unwrap());
             // The mistake: the loss terms of this rank's anchors only (against every row, the
             // other rank's being constants), i.e. NT-Xent's targets kept for own anchors only.
             let zs = Tensor::<2>::from_data(z.clone().inner().into_data(), &device).require_grad();
-            let global = projections(&*world, zs.clone(), b);
+            let global = projections(&*world, zs.clone(), b, 2);
             let m = 4 * b;
             let own = |i: usize| (i % (2 * b)) / b == r;
             let positive: Vec<bool> = (0..m * m).map(|k| k % m == (k / m + 2 * b) % m).collect();

@@ -44,8 +44,13 @@ pub fn reduce(sums: &mut [f64]) {
 /// burn's tensor operations, over the ranks of the current [`scope`]: for devices and settings
 /// the CPU kernels do not cover (wgpu, `SELFSUP_KERNELS=off`). The per-channel sums `Σx` (with
 /// the image count) and `Σ(x − μ)²` go through the differentiable all-reduce ([`super::all_reduce_op`]), so autodiff gives the synchronized
-/// backward. Updates the running statistics as the kernels do (biased variance).
-pub fn batch_norm<const D: usize>(bn: &burn::nn::BatchNorm, x: burn::Tensor<D>, relu: bool) -> burn::Tensor<D> {
+/// backward. Updates the running statistics as the kernels do (biased variance) when `update`.
+pub fn batch_norm<const D: usize>(
+    bn: &burn::nn::BatchNorm,
+    x: burn::Tensor<D>,
+    relu: bool,
+    update: bool,
+) -> burn::Tensor<D> {
     use super::all_reduce_op::all_reduce_sum;
     let dims = x.dims();
     let c = dims[1];
@@ -64,6 +69,8 @@ pub fn batch_norm<const D: usize>(bn: &burn::nn::BatchNorm, x: burn::Tensor<D>, 
     let scale = bn.gamma.val().div(var.clone().add_scalar(bn.epsilon).sqrt());
     let y = centered * scale.reshape([c, 1]) + bn.beta.val().reshape([c, 1]);
     let y = y.reshape(swapped).swap_dims(0, 1);
-    crate::cpu_kernels::extension::update_running_stats(bn, mean, var);
+    if update {
+        crate::cpu_kernels::extension::update_running_stats(bn, mean, var);
+    }
     if relu { burn::tensor::activation::relu(y) } else { y }
 }

@@ -113,7 +113,7 @@ fn data_pictures(run: &RunDir, dir: &Path, backend: BackendChoice) -> Result<Vec
     let mut out = Vec::new();
     let picks = stratified_subset(&ds.labels(), 6, cfg.seed);
     let preview = dir.join("augmentations.png");
-    let g = crate::preview::grid(&ds, &aug, &picks, cfg.seed);
+    let g = crate::preview::grid(&ds, &aug, aug.small_views().as_ref(), &picks, cfg.seed);
     crate::atomic::write_with(&preview, |tmp| g.save_with_format(tmp, image::ImageFormat::Png).map_err(Into::into))?;
     out.push(("Augmentations (original, view 1, view 2)".to_string(), preview));
     let f = extract(&crate::dist::Single, &Extractor::Encoder(&enc.encoder, enc.device()), &aug, &ds, None, 256, false);

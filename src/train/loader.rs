@@ -2,7 +2,8 @@
 //! worker thread augments batch `k + 1` (on the rayon pool) while the encoder steps on batch
 //! `k`. Incomplete last batches are dropped, as SimCLR does. Under several ranks every rank walks
 //! the same order and makes only its [`Shard`] of each step's images (their views are keyed by
-//! image, so the ranks' views together are exactly one process's).
+//! image, so the ranks' views together are exactly one process's). With multi-crop a batch
+//! holds two groups of views: the full-size ones, then the small ones.
 
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread::Scope;
@@ -14,13 +15,44 @@ use selfsup_augment::Augmenter;
 
 use crate::data::{Dataset, Images};
 
-/// One step's input: both views of `n` images in one buffer (`[2n, 3, s, s]`: the `n` first
-/// views, then the `n` second views), and the images' labels when the data has them.
+/// One step's input: the views of `n` images, in groups of one resolution (see [`ViewGroup`]),
+/// and the images' labels when the data has them.
 pub struct Batch {
     pub step_in_epoch: u64,
     pub n: usize,
-    pub views: Vec<f32>,
+    pub groups: Vec<ViewGroup>,
     pub labels: Option<Vec<u32>>,
+}
+
+/// `views` views of each of a batch's `n` images at `size` pixels, in one buffer
+/// (`[views · n, 3, size, size]`, view-major: every image's first view, then every image's
+/// second, …).
+pub struct ViewGroup {
+    pub size: usize,
+    pub views: usize,
+    pub pixels: Vec<f32>,
+}
+
+impl Batch {
+    /// The views as tensors on `device`, for [`super::step::train_step`].
+    pub fn to_device(&self, device: &burn::tensor::Device) -> super::step::StepViews {
+        let groups = self
+            .groups
+            .iter()
+            .map(|g| {
+                let shape = [g.views * self.n, 3, g.size, g.size];
+                burn::Tensor::<4>::from_data(burn::tensor::TensorData::new(g.pixels.clone(), shape), device)
+            })
+            .collect();
+        super::step::StepViews { groups, n: self.n }
+    }
+}
+
+/// The augmenters of a step: the full-size views' and, with multi-crop, the small views'.
+#[derive(Clone, Copy)]
+pub struct ViewMakers<'a> {
+    pub full: &'a Augmenter,
+    pub small: Option<&'a Augmenter>,
 }
 
 /// The order in which epoch `epoch` visits `n` images: a pure function of `(seed, epoch)`, so
@@ -51,22 +83,29 @@ impl Shard {
     }
 }
 
-/// Makes the batch of `indices`.
+/// Makes the batch of `indices`: `makers.full`'s configured number of views (streams `0..V`),
+/// then the small views (streams `V..V + S`).
 pub fn make_batch(
     ds: &Dataset,
-    aug: &Augmenter,
+    makers: ViewMakers<'_>,
     indices: &[usize],
     seed: u64,
     epoch: u64,
     step_in_epoch: u64,
 ) -> Batch {
     let n = indices.len();
-    let len = aug.view_len();
-    let mut views = vec![0.0f32; 2 * n * len];
-    let (v1, v2) = views.split_at_mut(n * len);
-    aug.two_views_batch(&Images(ds), indices, seed, epoch, v1, v2);
+    let cfg = makers.full.config();
+    let mut groups = Vec::with_capacity(2);
+    let mut first_view = 0;
+    for (aug, views) in [(Some(makers.full), cfg.views), (makers.small, cfg.small_views)] {
+        let Some(aug) = aug.filter(|_| views > 0) else { continue };
+        let mut pixels = vec![0.0f32; views as usize * n * aug.view_len()];
+        aug.views_batch(&Images(ds), indices, seed, epoch, first_view, &mut pixels);
+        groups.push(ViewGroup { size: aug.size(), views: views as usize, pixels });
+        first_view += views as u8;
+    }
     let labels = ds.is_labeled().then(|| indices.iter().map(|&i| ds.label(i).unwrap_or(0)).collect());
-    Batch { step_in_epoch, n, views, labels }
+    Batch { step_in_epoch, n, groups, labels }
 }
 
 /// Starts a worker producing the batches of steps `first_step..` of epoch `epoch` (each of
@@ -76,7 +115,7 @@ pub fn make_batch(
 pub fn spawn_epoch<'scope, 'env>(
     scope: &'scope Scope<'scope, 'env>,
     ds: &'env Dataset,
-    aug: &'env Augmenter,
+    makers: ViewMakers<'env>,
     order: Vec<usize>,
     batch: usize,
     shard: Shard,
@@ -90,7 +129,7 @@ pub fn spawn_epoch<'scope, 'env>(
     scope.spawn(move || {
         for step in first_step..steps {
             let s = step as usize * batch;
-            let b = make_batch(ds, aug, shard.of(&order[s..s + batch]), seed, epoch, step);
+            let b = make_batch(ds, makers, shard.of(&order[s..s + batch]), seed, epoch, step);
             if tx.send(b).is_err() {
                 return;
             }

@@ -21,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use selfsup_augment::Augmenter;
 
-use super::loader::{Batch, Shard, epoch_order, spawn_epoch};
+use super::loader::{Shard, ViewMakers, epoch_order, spawn_epoch};
 use super::metrics::{MetricsLog, StepMetrics};
 use super::progress::TrainProgress;
 use super::resume::{check_same_config, read_checkpoint};
@@ -85,6 +85,8 @@ struct Trainer<'a> {
     aug: &'a Augmenter,
     /// The augmentations of the other sizes `augment.size_schedule` trains at, by size.
     scheduled: HashMap<u32, Augmenter>,
+    /// Multi-crop's small views (`augment.small_views`), if any.
+    small: Option<Augmenter>,
     device: Device,
     device_name: String,
     run: RunDir,
@@ -140,6 +142,7 @@ impl Trainer<'_> {
         let cfg = self.cfg;
         let aug = self.scheduled.get(&cfg.augment.size_at(st.pos.epoch)).unwrap_or(self.aug);
         let size = aug.size();
+        let makers = ViewMakers { full: aug, small: self.small.as_ref() };
         let order = epoch_order(self.train.len(), cfg.seed, st.pos.epoch);
         let mut window = (Instant::now(), 0u64);
         let inner = self.device.clone().inner();
@@ -147,7 +150,7 @@ impl Trainer<'_> {
             let batches = spawn_epoch(
                 scope,
                 self.train,
-                aug,
+                makers,
                 order,
                 cfg.train.batch_size,
                 Shard { rank: self.world.rank(), ranks: self.world.size() },
@@ -159,10 +162,10 @@ impl Trainer<'_> {
             for b in batches {
                 debug_assert_eq!(b.step_in_epoch, st.pos.step_in_epoch);
                 let lr = self.schedule.lr(st.pos.global_step);
-                let Batch { n, views, labels, .. } = b;
-                let x = Tensor::<4>::from_data(TensorData::new(views, [2 * n, 3, size, size]), &self.device);
+                let (n, input) = (b.n, b.to_device(&self.device));
                 let model = st.model.take().expect("model present between steps");
-                let (trained, out) = train_step(model, &mut st.optim, cfg, x, n, labels.as_deref(), lr, &self.world)?;
+                let (trained, out) =
+                    train_step(model, &mut st.optim, cfg, input, b.labels.as_deref(), lr, &self.world)?;
                 st.model = Some(trained);
                 let model = st.model.as_ref().expect("just set");
                 let loss = out.loss;
@@ -504,12 +507,14 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
             scheduled.insert(s, Augmenter::new(selfsup_augment::AugmentConfig { size: s, ..cfg.augment.clone() })?);
         }
     }
+    let small = aug.small_views();
     let trainer = Trainer {
         cfg: &cfg,
         full: &ds,
         train: &train,
         aug: &aug,
         scheduled,
+        small,
         device,
         device_name: chosen.description.clone(),
         run,

@@ -1,17 +1,32 @@
-//! One training step: both views through the encoder in a single forward pass, the
-//! contrastive loss on their projections, backward, and the optimizer update. Shared by the
-//! training loop, `selfsup bench train` and the cross-backend tests. The ranks of a
-//! data-parallel run are a parameter ([`crate::dist`]): with one rank every collective is a
-//! no-op; with several, the loss sees the global batch, gradients are summed over the ranks,
-//! and batch norm may use the global batch's statistics.
+//! One training step: the views through the encoder, the contrastive loss on their
+//! projections, backward, and the optimizer update. Shared by the training loop, `selfsup bench
+//! train` and the cross-backend tests. Its parameters say how the work is split: the ranks of a
+//! data-parallel run ([`crate::dist`]: with one rank every collective is a no-op; with several,
+//! the loss sees the global batch, gradients are summed over the ranks, and batch norm may use
+//! the global batch's statistics) and the micro-batches of gradient caching
+//! (`train.micro_batch`).
+//!
+//! Gradient caching (Gao et al. 2021, "GradCache") makes the gradient of a batch too large to
+//! keep the activations of: every micro-batch's projections are computed without autodiff
+//! (activations freed as they go); the loss of the whole batch and its gradient with respect to
+//! all projections `∂L/∂z` come next (`O(batch × projection dim)` memory); then each micro-batch
+//! is forwarded again with autodiff and `Σ z · ∂L/∂z` of its rows is back-propagated, the
+//! parameter gradients summed over the micro-batches. The contrastive gradient is exactly the
+//! whole batch's; batch norm normalizes each micro-batch by its own statistics (the first pass
+//! computes the same statistics as the second and leaves the running ones alone, so they are
+//! updated once per micro-batch). Peak memory: one micro-batch's activations.
 
-use anyhow::Result;
-use burn::optim::GradientsParams;
+use std::ops::Range;
+
+use anyhow::{Context, Result};
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 
 use crate::config::Config;
 use crate::dist::{World, global_batch, grads, sync_bn};
-use crate::loss::{LossKind, LossOutput, dcl::dcl, debiased::debiased, nt_xent::nt_xent, supcon::supcon};
+use crate::loss::{
+    LossKind, LossOutput, dcl::dcl, debiased::debiased, nt_xent::nt_xent, supcon::multi_positive, supcon::supcon,
+};
 use crate::model::Encoder;
 use crate::optim::Optimizer;
 
@@ -24,55 +39,177 @@ pub struct StepOutput {
     pub neg_sim: Tensor<1>,
 }
 
-/// The configured loss of projections `z` (`[2n, d]`: the `n` first views, then the second).
-pub fn loss(cfg: &Config, z: Tensor<2>, n: usize, labels: Option<&[u32]>) -> LossOutput {
+/// One step's views of `n` images on the device, in groups of one resolution each (the
+/// full-size views, then multi-crop's small ones): group `g` is `[v_g · n, 3, s_g, s_g]`,
+/// view-major (every image's first view of the group, then every image's second, …). The
+/// projections of all groups, in this order, are the loss's `[V · n, d]` rows (`V = Σ v_g`).
+#[derive(Clone)]
+pub struct StepViews {
+    pub groups: Vec<Tensor<4>>,
+    pub n: usize,
+}
+
+impl StepViews {
+    /// Two views of `n` images in one tensor (`[2n, 3, s, s]`: first views, then second ones).
+    pub fn pairs(x: Tensor<4>, n: usize) -> Self {
+        Self { groups: vec![x], n }
+    }
+
+    /// Views per image, over all groups.
+    pub fn views(&self) -> usize {
+        self.groups.iter().map(|x| x.dims()[0] / self.n).sum()
+    }
+
+    /// The same views without autodiff (for the first, activation-free pass).
+    fn without_autodiff(&self) -> Self {
+        Self { groups: self.groups.iter().map(|x| x.clone().inner()).collect(), n: self.n }
+    }
+
+    /// The projections of images `rows`' views, `[V · rows.len(), d]` in the loss's view-major
+    /// order; each group is one forward pass (one batch-norm batch).
+    fn project(&self, model: &Encoder, rows: &Range<usize>) -> Tensor<2> {
+        let mut parts: Vec<Tensor<2>> = self
+            .groups
+            .iter()
+            .map(|x| {
+                let x = if rows.len() == self.n {
+                    x.clone()
+                } else {
+                    let views = x.dims()[0] / self.n;
+                    Tensor::cat(
+                        (0..views).map(|v| x.clone().narrow(0, v * self.n + rows.start, rows.len())).collect(),
+                        0,
+                    )
+                };
+                model.forward(x).1
+            })
+            .collect();
+        if parts.len() == 1 { parts.remove(0) } else { Tensor::cat(parts, 0) }
+    }
+}
+
+/// The configured loss of projections `z` (`[views · n, d]`, view-major: every image's first
+/// view, then every image's second, …). Two views: the configured loss. More: the
+/// multi-positive form (SupCon's, with each image its own class for `ntxent`), which equals
+/// NT-Xent at two views; the other kinds are refused for them when the configuration is read.
+pub fn loss(cfg: &Config, z: Tensor<2>, n: usize, views: usize, labels: Option<&[u32]>) -> LossOutput {
+    let t = cfg.loss.temperature;
+    let supcon_labels = || labels.expect("supcon needs labels (checked before training)");
+    if views != 2 {
+        return match cfg.loss.kind {
+            LossKind::Supcon => multi_positive(z, views, supcon_labels(), t),
+            _ => multi_positive(z, views, &(0..n as u32).collect::<Vec<_>>(), t),
+        };
+    }
     let z1 = z.clone().narrow(0, 0, n);
     let z2 = z.narrow(0, n, n);
-    let t = cfg.loss.temperature;
     match cfg.loss.kind {
         LossKind::Ntxent => nt_xent(z1, z2, t),
-        LossKind::Supcon => supcon(z1, z2, labels.expect("supcon needs labels (checked before training)"), t),
+        LossKind::Supcon => supcon(z1, z2, supcon_labels(), t),
         LossKind::Dcl => dcl(z1, z2, t, None),
         LossKind::Dclw => dcl(z1, z2, t, Some(cfg.loss.dclw_sigma)),
         LossKind::Debiased => debiased(z1, z2, t, cfg.loss.tau_plus, cfg.loss.beta),
     }
 }
 
-/// Runs one step on `x` (`[2n, 3, s, s]`: this rank's `n` pairs) as one rank of `world`. The
-/// loss (the same value on every rank) is that of the global batch of `n × ranks` pairs. When
-/// it is not finite, the model is returned unchanged (no update is applied) with the loss, for
-/// the caller to report.
+/// The micro-batches of `n` images at most `micro` each (0: one batch), as equal as possible.
+pub fn micro_batches(n: usize, micro: usize) -> Vec<Range<usize>> {
+    let parts = if micro == 0 { 1 } else { n.div_ceil(micro).max(1) };
+    (0..parts).map(|k| k * n / parts..(k + 1) * n / parts).collect()
+}
+
+/// Runs one step on `input` (this rank's `n` images) as one rank of `world`, in micro-batches of
+/// at most `cfg.train.micro_batch` images (0: the whole batch at once). The loss (the same value
+/// on every rank) is that of the global batch of `n × ranks` images. When it is not finite, the
+/// model is returned unchanged (no update is applied) with the loss, for the caller to report.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
     model: Encoder,
     optim: &mut Optimizer,
     cfg: &Config,
-    x: Tensor<4>,
-    n: usize,
+    input: StepViews,
     labels: Option<&[u32]>,
     lr: f64,
     world: &World,
 ) -> Result<(Encoder, StepOutput)> {
     let synced = cfg.model.sync_batch_norm.then_some(world);
+    let (n, views) = (input.n, input.views());
+    let chunks = micro_batches(n, cfg.train.micro_batch);
     sync_bn::scope(synced, || {
-        let (_, z) = model.forward(x);
-        let z = global_batch::projections(&**world, z, n);
         let labels = global_batch::labels(&**world, labels);
-        let out = loss(cfg, z, n * world.size(), labels.as_deref());
-        let value: f32 = out
-            .loss
-            .clone()
-            .try_into_scalar::<f32>()
-            .map_err(|e| anyhow::anyhow!("reading the loss from the device: {e:?}"))?;
-        let result = |loss| StepOutput { loss, pos_sim: out.pos_sim.clone(), neg_sim: out.neg_sim.clone() };
-        if !value.is_finite() {
-            return Ok((model, result(value)));
-        }
-        let mut grads = GradientsParams::from_grads(out.loss.backward(), &model);
+        let global_loss = |z: Tensor<2>| {
+            let z = global_batch::projections(&**world, z, n, views);
+            let out = loss(cfg, z, n * world.size(), views, labels.as_deref());
+            let value: f32 = out
+                .loss
+                .clone()
+                .try_into_scalar::<f32>()
+                .map_err(|e| anyhow::anyhow!("reading the loss from the device: {e:?}"))?;
+            anyhow::Ok((out, value))
+        };
+        let report =
+            |out: &LossOutput, loss| StepOutput { loss, pos_sim: out.pos_sim.clone(), neg_sim: out.neg_sim.clone() };
+        let (mut grads, out, value) = if chunks.len() == 1 {
+            let (out, value) = global_loss(input.project(&model, &chunks[0]))?;
+            if !value.is_finite() {
+                return Ok((model, report(&out, value)));
+            }
+            let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+            (grads, out, value)
+        } else {
+            // First pass: every micro-batch's projections, no activations kept.
+            let (frozen, plain) = (model.valid(), input.without_autodiff());
+            let mut z = Vec::new();
+            let mut d = 0;
+            for rows in &chunks {
+                let zk = crate::cpu_kernels::extension::forward_only_training(|| plain.project(&frozen, rows));
+                d = zk.dims()[1];
+                z.resize(views * n * d, 0.0);
+                scatter_rows(&host(zk)?, &mut z, rows, n, d);
+            }
+            drop(frozen);
+            let device = input.groups[0].device();
+            let z = Tensor::<2>::from_data(TensorData::new(z, [views * n, d]), &device).require_grad();
+            let (out, value) = global_loss(z.clone())?;
+            if !value.is_finite() {
+                return Ok((model, report(&out, value)));
+            }
+            let dz = host(z.grad(&out.loss.backward()).context("the projections' gradient is missing")?)?;
+            // Second pass: each micro-batch again with autodiff, its rows' share of ∂L/∂z
+            // back-propagated, the parameter gradients summed.
+            let mut sum = GradientsAccumulator::<Encoder>::new();
+            for rows in &chunks {
+                let zk = input.project(&model, rows);
+                let dzk = Tensor::<2>::from_data(TensorData::new(gather_rows(&dz, rows, n, d), zk.dims()), &device);
+                sum.accumulate(&model, GradientsParams::from_grads((zk * dzk).sum().backward(), &model));
+            }
+            (sum.grads(), out, value)
+        };
         grads::all_reduce(&**world, &model, &mut grads);
         let model = optim.step(lr, model, grads);
-        Ok((model, result(value)))
+        Ok((model, report(&out, value)))
     })
+}
+
+/// A device tensor's values on the host.
+fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("reading from the device: {e:?}"))
+}
+
+/// Writes micro-batch `rows`' projections `zk` (`[V · rows.len(), d]`, view-major) into their
+/// places of the whole batch's `z` (`[V · n, d]`, view-major).
+fn scatter_rows(zk: &[f32], z: &mut [f32], rows: &Range<usize>, n: usize, d: usize) {
+    for (k, row) in zk.chunks_exact(d).enumerate() {
+        let (v, i) = (k / rows.len(), k % rows.len());
+        let at = (v * n + rows.start + i) * d;
+        z[at..at + d].copy_from_slice(row);
+    }
+}
+
+/// The rows of micro-batch `rows` of the whole batch's `z` (the inverse of [`scatter_rows`]).
+fn gather_rows(z: &[f32], rows: &Range<usize>, n: usize, d: usize) -> Vec<f32> {
+    let views = z.len() / (n * d);
+    (0..views).flat_map(|v| z[(v * n + rows.start) * d..(v * n + rows.end) * d].iter().copied()).collect()
 }
 
 #[cfg(test)]
@@ -142,9 +279,16 @@ mod tests {
             let mut optim = Optimizer::new(cfg.optim.clone());
             let mut losses = Vec::new();
             for k in 0..steps {
-                let (m, out) =
-                    train_step(model, &mut optim, &cfg, batch(8, 24, k, &device), 8, None, lr, &crate::dist::single())
-                        .unwrap();
+                let (m, out) = train_step(
+                    model,
+                    &mut optim,
+                    &cfg,
+                    StepViews::pairs(batch(8, 24, k, &device), 8),
+                    None,
+                    lr,
+                    &crate::dist::single(),
+                )
+                .unwrap();
                 model = m;
                 losses.push(out.loss);
             }
@@ -253,7 +397,7 @@ mod tests {
             for k in 0..steps {
                 let x = share(&host_batch(pairs, 16, k), pairs, world.rank(), world.size());
                 let x = Tensor::<4>::from_data(TensorData::new(x, [2 * b, 3, 16, 16]), &device);
-                let (m, out) = train_step(model, &mut optim, &cfg, x, b, None, lr, world).unwrap();
+                let (m, out) = train_step(model, &mut optim, &cfg, StepViews::pairs(x, b), None, lr, world).unwrap();
                 model = m;
                 losses.push(out.loss);
             }
@@ -341,7 +485,7 @@ mod tests {
             .collect();
         let rows = |r: usize, v: usize| z[r].clone().narrow(0, v * b, b);
         let global = Tensor::cat(vec![rows(0, 0), rows(1, 0), rows(0, 1), rows(1, 1)], 0);
-        let out = loss(&cfg, global, pairs, None);
+        let out = loss(&cfg, global, pairs, 2, None);
         let want_loss = out.loss.clone().into_scalar::<f32>();
         let grads = GradientsParams::from_grads(out.loss.backward(), &model);
         let want = collect(&Optimizer::new(cfg.optim.clone()).step(1.0, model, grads));
@@ -353,6 +497,95 @@ mod tests {
             assert!((loss[0] - want_loss).abs() <= 1e-5 * want_loss.abs(), "rank {r}: {} vs {want_loss}", loss[0]);
             let start = trainable(&start);
             assert_close(&trainable(got), &trainable(&want), Some((&start, 1e-3)), &format!("rank {r}"));
+        }
+    }
+
+    /// Gradient caching against one autodiff graph over the same micro-batches: each
+    /// micro-batch's views forwarded separately (batch norm per micro-batch and per resolution
+    /// group), their projections put in the loss's order, one loss, one backward. One plain SGD
+    /// step (lr 1) from the same weights, so each weight's change is its gradient; the running
+    /// statistics must equal the reference's too (moved once per micro-batch: a first pass
+    /// that also moved them would leave them elsewhere). Two views, and 2 full + 2 small views
+    /// (multi-crop, whose loss is the multi-positive form); kernels on and off (off: burn's
+    /// batch norm, as on a GPU).
+    #[test]
+    fn gradient_cache_equals_one_graph_over_the_micro_batches() {
+        let (arch, n, micro) = (Arch::Convnet, 12, 5); // micro-batches of 4 images
+        let start = init(arch);
+        for (small, kernels) in [(0, true), (2, true), (2, false)] {
+            crate::cpu_kernels::with_kernels(kernels, || {
+                let mut cfg = sgd_config(arch, 0.0);
+                cfg.augment.small_views = small;
+                let device = Device::flex().autodiff();
+                let full = batch(n, 16, 1, &device);
+                let mut groups = vec![full];
+                if small > 0 {
+                    groups.push(batch(n, 8, 2, &device));
+                }
+                let input = StepViews { groups, n };
+                let views = 2 + small as usize;
+                let model = crate::named_tensors::apply(cfg.model.init(&device), &start).unwrap();
+                // Reference: per micro-batch and group, one forward; rows re-ordered view-major.
+                let chunks = micro_batches(n, micro);
+                assert_eq!(chunks.iter().map(|r| r.len()).collect::<Vec<_>>(), vec![4, 4, 4]);
+                let mut rows: Vec<Vec<Tensor<2>>> = vec![Vec::new(); views];
+                for r in &chunks {
+                    let mut v0 = 0;
+                    for x in &input.groups {
+                        let gv = x.dims()[0] / n;
+                        let xs: Vec<Tensor<4>> =
+                            (0..gv).map(|v| x.clone().narrow(0, v * n + r.start, r.len())).collect();
+                        let z = model.forward(Tensor::cat(xs, 0)).1;
+                        for v in 0..gv {
+                            rows[v0 + v].push(z.clone().narrow(0, v * r.len(), r.len()));
+                        }
+                        v0 += gv;
+                    }
+                }
+                let z = Tensor::cat(rows.into_iter().flatten().collect(), 0);
+                let out = loss(&cfg, z, n, views, None);
+                let want_loss = out.loss.clone().into_scalar::<f32>();
+                let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+                let want = collect(&Optimizer::new(cfg.optim.clone()).step(1.0, model, grads));
+
+                cfg.train.micro_batch = micro;
+                let model = crate::named_tensors::apply(cfg.model.init(&device), &start).unwrap();
+                let mut optim = Optimizer::new(cfg.optim.clone());
+                let (model, got_out) =
+                    train_step(model, &mut optim, &cfg, input, None, 1.0, &crate::dist::single()).unwrap();
+                let got = collect(&model);
+                let what = format!("{small} small views, kernels {kernels}");
+                assert!(
+                    (got_out.loss - want_loss).abs() <= 1e-5 * want_loss.abs(),
+                    "{what}: {} vs {want_loss}",
+                    got_out.loss
+                );
+                assert_close(&got, &want, Some((&start[..], 1e-3)), &what);
+                assert!(
+                    got.iter()
+                        .zip(&start)
+                        .any(|(a, b)| crate::named_tensors::is_running_stat(&a.name) && a.values != b.values),
+                    "{what}: the running statistics did not move"
+                );
+            });
+        }
+    }
+
+    /// Micro-batches split a batch into at most `micro`-image parts of near-equal size, in
+    /// order, covering every image once; 0 (off) or `micro ≥ n` is the whole batch.
+    #[test]
+    fn micro_batches_cover_the_batch_in_near_equal_parts() {
+        assert_eq!(micro_batches(10, 0), vec![0..10]);
+        assert_eq!(micro_batches(10, 10), vec![0..10]);
+        assert_eq!(micro_batches(10, 64), vec![0..10]);
+        assert_eq!(micro_batches(10, 4), vec![0..3, 3..6, 6..10]);
+        assert_eq!(micro_batches(1024, 256), vec![0..256, 256..512, 512..768, 768..1024]);
+        for (n, m) in [(7, 2), (100, 33), (5, 5), (9, 8)] {
+            let parts = micro_batches(n, m);
+            assert!(parts.iter().all(|r| !r.is_empty() && r.len() <= m), "{n}/{m}: {parts:?}");
+            assert_eq!(parts.first().unwrap().start, 0);
+            assert_eq!(parts.last().unwrap().end, n);
+            assert!(parts.windows(2).all(|w| w[0].end == w[1].start));
         }
     }
 }
