@@ -404,6 +404,21 @@ mod tests {
         Config::from_table(user)
     }
 
+    /// Every configuration shipped in `configs/` loads and validates (a user's first command).
+    #[test]
+    fn every_shipped_configuration_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(Some(&path), &[]).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 5, "{seen} configurations in {}", dir.display());
+    }
+
     #[test]
     fn defaults_file_and_sets_layer_in_order() {
         let c = load("", &[]).unwrap();
