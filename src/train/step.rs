@@ -381,6 +381,7 @@ mod tests {
         arch: Arch,
         start: &[NamedTensor],
         sync_bn: bool,
+        micro: usize,
         steps: u64,
         pairs: usize,
         lr: f64,
@@ -389,6 +390,7 @@ mod tests {
         crate::cpu_kernels::with_kernels(kernels, || {
             let mut cfg = sgd_config(arch, momentum);
             cfg.model.sync_batch_norm = sync_bn;
+            cfg.train.micro_batch = micro;
             let device = Device::flex().autodiff();
             let mut model = crate::named_tensors::apply(cfg.model.init(&device), start).unwrap();
             let mut optim = Optimizer::new(cfg.optim.clone());
@@ -403,6 +405,11 @@ mod tests {
             }
             (losses, collect(&model))
         })
+    }
+
+    /// The trained tensors of a model's (every one but batch norm's running statistics).
+    fn trained(t: &[NamedTensor]) -> Vec<NamedTensor> {
+        t.iter().filter(|t| !crate::named_tensors::is_running_stat(&t.name)).cloned().collect()
     }
 
     /// Holds two sets of tensors to each other: every value within 10⁻⁴ (of 1, or of the
@@ -431,9 +438,9 @@ mod tests {
         for (arch, steps) in [(Arch::Convnet, 3), (Arch::Resnet18, 1)] {
             let start = init(arch);
             let (want_loss, want) =
-                train_as_rank(true, &crate::dist::single(), arch, &start, true, steps, 16, 0.01, 0.9);
+                train_as_rank(true, &crate::dist::single(), arch, &start, true, 0, steps, 16, 0.01, 0.9);
             let ranks =
-                crate::dist::local::run(2, |w| train_as_rank(true, &w, arch, &start, true, steps, 16, 0.01, 0.9));
+                crate::dist::local::run(2, |w| train_as_rank(true, &w, arch, &start, true, 0, steps, 16, 0.01, 0.9));
             for (r, (loss, got)) in ranks.iter().enumerate() {
                 for (a, b) in loss.iter().zip(&want_loss) {
                     assert!((a - b).abs() <= 1e-5 * b.abs(), "{arch:?} rank {r}: losses {loss:?} vs {want_loss:?}");
@@ -454,8 +461,8 @@ mod tests {
     fn two_ranks_with_sync_bn_in_tensor_operations_train_as_one_process() {
         let arch = Arch::Convnet;
         let start = init(arch);
-        let (want_loss, want) = train_as_rank(false, &crate::dist::single(), arch, &start, true, 3, 16, 0.01, 0.9);
-        let ranks = crate::dist::local::run(2, |w| train_as_rank(false, &w, arch, &start, true, 3, 16, 0.01, 0.9));
+        let (want_loss, want) = train_as_rank(false, &crate::dist::single(), arch, &start, true, 0, 3, 16, 0.01, 0.9);
+        let ranks = crate::dist::local::run(2, |w| train_as_rank(false, &w, arch, &start, true, 0, 3, 16, 0.01, 0.9));
         for (r, (loss, got)) in ranks.iter().enumerate() {
             for (a, b) in loss.iter().zip(&want_loss) {
                 assert!((a - b).abs() <= 1e-5 * b.abs(), "rank {r}: losses {loss:?} vs {want_loss:?}");
@@ -489,14 +496,11 @@ mod tests {
         let want_loss = out.loss.clone().into_scalar::<f32>();
         let grads = GradientsParams::from_grads(out.loss.backward(), &model);
         let want = collect(&Optimizer::new(cfg.optim.clone()).step(1.0, model, grads));
-        let trainable = |t: &[NamedTensor]| -> Vec<NamedTensor> {
-            t.iter().filter(|t| !crate::named_tensors::is_running_stat(&t.name)).cloned().collect()
-        };
-        let ranks = crate::dist::local::run(2, |w| train_as_rank(true, &w, arch, &start, false, 1, pairs, 1.0, 0.0));
+        let ranks = crate::dist::local::run(2, |w| train_as_rank(true, &w, arch, &start, false, 0, 1, pairs, 1.0, 0.0));
         for (r, (loss, got)) in ranks.iter().enumerate() {
             assert!((loss[0] - want_loss).abs() <= 1e-5 * want_loss.abs(), "rank {r}: {} vs {want_loss}", loss[0]);
-            let start = trainable(&start);
-            assert_close(&trainable(got), &trainable(&want), Some((&start, 1e-3)), &format!("rank {r}"));
+            let start = trained(&start);
+            assert_close(&trained(got), &trained(&want), Some((&start, 1e-3)), &format!("rank {r}"));
         }
     }
 
@@ -568,6 +572,26 @@ mod tests {
                     "{what}: the running statistics did not move"
                 );
             });
+        }
+    }
+
+    /// Gradient caching under two ranks (threads, 8 pairs each, micro-batches of 4, batch norm
+    /// per micro-batch) trains exactly as one process with the 16 pairs and micro-batches of 4:
+    /// the ranks' micro-batches are the process's, the loss sees the global batch through the
+    /// gathered projections, and the summed gradients are the process's. Three SGD-momentum
+    /// steps: the same losses and trained weights (running statistics are each rank's own
+    /// without synchronized batch norm: rank 0 saw micro-batches 1–2, the process all four).
+    #[test]
+    fn two_ranks_with_gradient_caching_train_as_one_process() {
+        let arch = Arch::Convnet;
+        let start = init(arch);
+        let (want_loss, want) = train_as_rank(true, &crate::dist::single(), arch, &start, false, 4, 3, 16, 0.01, 0.9);
+        let ranks = crate::dist::local::run(2, |w| train_as_rank(true, &w, arch, &start, false, 4, 3, 16, 0.01, 0.9));
+        for (r, (loss, got)) in ranks.iter().enumerate() {
+            for (a, b) in loss.iter().zip(&want_loss) {
+                assert!((a - b).abs() <= 1e-5 * b.abs(), "rank {r}: losses {loss:?} vs {want_loss:?}");
+            }
+            assert_close(&trained(got), &trained(&want), Some((&trained(&start), 1e-3)), &format!("rank {r}"));
         }
     }
 
