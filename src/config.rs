@@ -104,7 +104,7 @@ impl Default for DataConfig {
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     pub epochs: u64,
-    /// Images per step (each gives two views, so the loss sees `2 × batch_size` embeddings).
+    /// Images per step (each gives `augment.views + augment.small_views` views, two by default).
     pub batch_size: usize,
     /// Default backend when `--backend` is not given.
     pub backend: BackendChoice,
