@@ -310,7 +310,7 @@ fn every_loss_kind_trains_from_the_command_line() {
         let kind_set = format!("loss.kind=\"{kind}\"");
         let mut args = pretrain_args(&data, &out, &[&kind_set, extra]);
         args.extend(["--stop-after-steps", "3", "-q"].map(String::from));
-        let (o, err) = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let (o, err) = run(&args);
         assert!(o.status.success(), "{kind}: {err}");
         let m = metrics::read(&out.join("metrics.jsonl")).unwrap();
         assert_eq!(m.len(), 3, "{kind}");
@@ -327,7 +327,7 @@ fn a_resolution_schedule_trains_early_epochs_smaller_and_ramps_to_the_size() {
     let sets = ["train.epochs=5", "augment.size_schedule={ min_size = 8, ramp_start = 1, ramp_end = 3 }"];
     let mut args = pretrain_args(&data, &out, &sets);
     args.push("-q".into());
-    let (o, err) = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (o, err) = run(&args);
     assert!(o.status.success(), "{err}");
     // 16 images, 2 steps of 8 per epoch: 8 px until epoch 1, 12 at epoch 2, 16 from epoch 3.
     let m = metrics::read(&out.join("metrics.jsonl")).unwrap();
@@ -348,7 +348,7 @@ fn multi_crop_and_gradient_caching_train_from_the_command_line() {
     let sets = ["augment.views=3", "augment.small_views=2", "augment.small.size=8", "train.micro_batch=4"];
     let mut args = pretrain_args(&data, &out, &sets);
     args.extend(["--stop-after-steps", "3", "-q"].map(String::from));
-    let (o, err) = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (o, err) = run(&args);
     assert!(o.status.success(), "{err}");
     let m = metrics::read(&out.join("metrics.jsonl")).unwrap();
     assert_eq!(m.len(), 3);
@@ -360,7 +360,7 @@ fn multi_crop_and_gradient_caching_train_from_the_command_line() {
     ] {
         let out = d.path().join(format!("refused-{}", sets[1].len()));
         let args = pretrain_args(&data, &out, sets);
-        let (o, err) = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let (o, err) = run(&args);
         assert!(!o.status.success());
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(needles.iter().all(|n| err.contains(n)), "{sets:?}: {err}");

@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::{SMOKE, embed, read_npy, run, shapes_folder};
+use common::{SMOKE, embed, pretrain_args, read_npy, run, shapes_folder};
 use safetensors::SafeTensors;
 use selfsup::checkpoint::{Checkpoint, Position};
 use selfsup::config::Config;
@@ -136,22 +136,9 @@ fn onnx_export_runs_in_tract_and_gives_embeds_features_and_the_heads_projections
     for (arch, stem) in [("convnet", "cifar"), ("resnet18", "imagenet")] {
         let run_dir = d.path().join(arch);
         let sets = [format!("model.arch=\"{arch}\""), format!("model.stem=\"{stem}\"")];
-        let (o, err) = run(&[
-            "pretrain",
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            run_dir.to_str().unwrap(),
-            "--config",
-            SMOKE,
-            "--set",
-            &sets[0],
-            "--set",
-            &sets[1],
-            "--stop-after-steps",
-            "2",
-            "-q",
-        ]);
+        let mut args = pretrain_args(&data, &run_dir, &[&sets[0], &sets[1]]);
+        args.extend(["--stop-after-steps", "2", "-q"].map(String::from));
+        let (o, err) = run(&args);
         assert!(o.status.success(), "{err}");
         let onnx = d.path().join(format!("{arch}.onnx"));
         let (o, err) = run(&[
@@ -236,24 +223,9 @@ fn pretrain_init_starts_from_each_format_with_exactly_its_backbone_and_names_a_m
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
     shapes_folder(&data, 2, 8, 16);
-    let arch = ["--set", "model.arch=\"resnet18\""];
     let pretrain = |out: &Path, extra: &[&str]| {
-        let args: Vec<&str> =
-            [
-                &[
-                    "pretrain",
-                    "--data",
-                    data.to_str().unwrap(),
-                    "--out",
-                    out.to_str().unwrap(),
-                    "--config",
-                    SMOKE,
-                    "-q",
-                ][..],
-                &arch[..],
-                extra,
-            ]
-            .concat();
+        let mut args = pretrain_args(&data, out, &["model.arch=\"resnet18\""]);
+        args.extend(["-q"].iter().chain(extra).map(|a| a.to_string()));
         run(&args)
     };
     let a = d.path().join("a");
@@ -299,19 +271,9 @@ fn pretrain_init_starts_from_each_format_with_exactly_its_backbone_and_names_a_m
         "{err}"
     );
     // A convnet from a ResNet file: the first tensor it lacks is named.
-    let (o, err) = run(&[
-        "pretrain",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        d.path().join("e").to_str().unwrap(),
-        "--config",
-        SMOKE,
-        "--init",
-        tv.to_str().unwrap(),
-        "--stop-after-steps",
-        "0",
-    ]);
+    let mut args = pretrain_args(&data, &d.path().join("e"), &[]);
+    args.extend(["--init", tv.to_str().unwrap(), "--stop-after-steps", "0"].map(String::from));
+    let (o, err) = run(&args);
     assert!(!o.status.success() && err.contains("without layers.0.conv.weight"), "{err}");
     assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
 }

@@ -299,7 +299,7 @@ fn embeddings_extracted_over_two_ranks_equal_one_process() {
             .chain([data.to_str().unwrap().to_string(), "--out".into(), out.to_str().unwrap().to_string()])
             .collect()
     };
-    let (o, err) = run(&args(&one).iter().map(String::as_str).collect::<Vec<_>>());
+    let (o, err) = run(&args(&one));
     assert!(o.status.success(), "{err}");
     let mut cmd = mpirun();
     cmd.args(["-np", "2", BIN]).args(args(&two));

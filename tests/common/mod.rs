@@ -12,7 +12,7 @@ pub fn selfsup() -> Command {
 }
 
 /// Runs the binary with `args`; returns the output (stderr decoded).
-pub fn run(args: &[&str]) -> (Output, String) {
+pub fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Output, String) {
     let out = selfsup().args(args).output().expect("run selfsup");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     (out, stderr)
