@@ -90,6 +90,27 @@ impl Augmenter {
         self.fill(source, samples, seed, epoch, slots);
     }
 
+    /// Every training view of images `samples`: this augmenter's `views` full-size views into
+    /// `full_out` (streams `0..V`), then, with multi-crop, `small`'s `small_views` views into
+    /// `small_out` (streams `V..V + S`; empty without small views) — the one numbering of the
+    /// views that training and `bench augment` share (both view-major, see [`Self::views_batch`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn training_views_batch<S: ImageSource + ?Sized>(
+        &self,
+        small: Option<&Augmenter>,
+        source: &S,
+        samples: &[usize],
+        seed: u64,
+        epoch: u64,
+        full_out: &mut [f32],
+        small_out: &mut [f32],
+    ) {
+        self.views_batch(source, samples, seed, epoch, 0, full_out);
+        if let Some(small) = small {
+            small.views_batch(source, samples, seed, epoch, self.config().views as u8, small_out);
+        }
+    }
+
     /// Writes, in parallel over the samples, each sample's views into its `(view, output)`
     /// slots.
     fn fill<S: ImageSource + ?Sized>(

@@ -158,11 +158,6 @@ impl AugmentConfig {
         })
     }
 
-    /// Views per image: full-size, then small.
-    pub fn views_per_image(&self) -> usize {
-        (self.views + self.small_views) as usize
-    }
-
     /// The side of the training views in epoch `epoch` (0-based).
     pub fn size_at(&self, epoch: u64) -> u32 {
         let Some(s) = &self.size_schedule else { return self.size };

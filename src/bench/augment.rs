@@ -83,10 +83,14 @@ pub fn run(
                 let full_len = b * full_out.len() / batch;
                 let small_len = b * small_out.len() / batch;
                 let epoch = round as u64;
-                images.batch(&aug, &samples, epoch, 0, &mut full_out[..full_len]);
-                if let Some(small) = &small {
-                    images.batch(small, &samples, epoch, cfg.views as u8, &mut small_out[..small_len]);
-                }
+                images.batch(
+                    &aug,
+                    small.as_ref(),
+                    &samples,
+                    epoch,
+                    &mut full_out[..full_len],
+                    &mut small_out[..small_len],
+                );
                 done += b;
             }
         })
@@ -98,14 +102,30 @@ pub fn run(
 /// Object-safe wrapper so a dataset and a slice of images can be benchmarked alike.
 trait ImageSourceDyn: Sync {
     fn count(&self) -> usize;
-    fn batch(&self, aug: &Augmenter, samples: &[usize], epoch: u64, first_view: u8, out: &mut [f32]);
+    fn batch(
+        &self,
+        aug: &Augmenter,
+        small: Option<&Augmenter>,
+        samples: &[usize],
+        epoch: u64,
+        full: &mut [f32],
+        small_out: &mut [f32],
+    );
 }
 
 impl<T: selfsup_augment::ImageSource + ?Sized> ImageSourceDyn for T {
     fn count(&self) -> usize {
         self.len()
     }
-    fn batch(&self, aug: &Augmenter, samples: &[usize], epoch: u64, first_view: u8, out: &mut [f32]) {
-        aug.views_batch(self, samples, 0, epoch, first_view, out);
+    fn batch(
+        &self,
+        aug: &Augmenter,
+        small: Option<&Augmenter>,
+        samples: &[usize],
+        epoch: u64,
+        full: &mut [f32],
+        small_out: &mut [f32],
+    ) {
+        aug.training_views_batch(small, self, samples, 0, epoch, full, small_out);
     }
 }

@@ -83,8 +83,8 @@ impl Shard {
     }
 }
 
-/// Makes the batch of `indices`: `makers.full`'s configured number of views (streams `0..V`),
-/// then the small views (streams `V..V + S`).
+/// Makes the batch of `indices`: `makers.full`'s configured number of views, then the small
+/// views, numbered as `Augmenter::training_views_batch` says.
 pub fn make_batch(
     ds: &Dataset,
     makers: ViewMakers<'_>,
@@ -94,15 +94,14 @@ pub fn make_batch(
     step_in_epoch: u64,
 ) -> Batch {
     let n = indices.len();
-    let cfg = makers.full.config();
-    let mut groups = Vec::with_capacity(2);
-    let mut first_view = 0;
-    for (aug, views) in [(Some(makers.full), cfg.views), (makers.small, cfg.small_views)] {
-        let Some(aug) = aug.filter(|_| views > 0) else { continue };
-        let mut pixels = vec![0.0f32; views as usize * n * aug.view_len()];
-        aug.views_batch(&Images(ds), indices, seed, epoch, first_view, &mut pixels);
-        groups.push(ViewGroup { size: aug.size(), views: views as usize, pixels });
-        first_view += views as u8;
+    let (full, cfg) = (makers.full, makers.full.config());
+    let mut pixels = vec![0.0f32; cfg.views as usize * n * full.view_len()];
+    let small_len = makers.small.map_or(0, |s| cfg.small_views as usize * n * s.view_len());
+    let mut small_pixels = vec![0.0f32; small_len];
+    full.training_views_batch(makers.small, &Images(ds), indices, seed, epoch, &mut pixels, &mut small_pixels);
+    let mut groups = vec![ViewGroup { size: full.size(), views: cfg.views as usize, pixels }];
+    if let Some(small) = makers.small {
+        groups.push(ViewGroup { size: small.size(), views: cfg.small_views as usize, pixels: small_pixels });
     }
     let labels = ds.is_labeled().then(|| indices.iter().map(|&i| ds.label(i).unwrap_or(0)).collect());
     Batch { step_in_epoch, n, groups, labels }
