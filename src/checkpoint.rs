@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::named_tensors::NamedTensor;
+use crate::safetensors_file::{Entry, serialize};
 
 /// Format version written into every checkpoint.
 pub const FORMAT: &str = "selfsup-checkpoint-1";
@@ -37,10 +38,6 @@ pub struct Checkpoint {
     pub config: String,
     /// Free-form facts kept with the weights (device, selfsup version, …).
     pub notes: HashMap<String, String>,
-}
-
-fn to_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 /// CRC-32 of the metadata (but the checksum itself) and of every tensor's name, shape and bytes,
@@ -77,17 +74,13 @@ impl Checkpoint {
 
     /// The checkpoint file's bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let mut bytes: Vec<(String, Vec<usize>, Vec<u8>)> = self
+        let mut entries: Vec<Entry> = self
             .model
             .iter()
-            .map(|t| (format!("model.{}", t.name), t.shape.clone(), to_bytes(&t.values)))
-            .chain(self.optimizer.iter().map(|t| (format!("optim.{}", t.name), t.shape.clone(), to_bytes(&t.values))))
+            .map(|t| Entry::f32(format!("model.{}", t.name), t.shape.clone(), &t.values))
+            .chain(self.optimizer.iter().map(|t| Entry::f32(format!("optim.{}", t.name), t.shape.clone(), &t.values)))
             .collect();
-        bytes.sort_by(|a, b| a.0.cmp(&b.0));
-        let views: Vec<(String, TensorView<'_>)> = bytes
-            .iter()
-            .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
-            .collect::<Result<_, safetensors::SafeTensorError>>()?;
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
         let mut meta = self.notes.clone();
         meta.insert("format".into(), FORMAT.into());
         meta.insert("epoch".into(), self.position.epoch.to_string());
@@ -95,9 +88,9 @@ impl Checkpoint {
         meta.insert("global_step".into(), self.position.global_step.to_string());
         meta.insert("optimizer_steps".into(), self.optimizer_steps.to_string());
         meta.insert("config".into(), self.config.clone());
-        let crc = checksum(&meta, bytes.iter().map(|(n, s, b)| (n.as_str(), s.as_slice(), b.as_slice())));
+        let crc = checksum(&meta, entries.iter().map(|e| (e.name.as_str(), e.shape.as_slice(), e.bytes.as_slice())));
         meta.insert("crc32".into(), crc);
-        Ok(safetensors::serialize(views, Some(meta))?)
+        serialize(&entries, meta)
     }
 
     /// Reads a checkpoint written by [`save`](Self::save).

@@ -25,4 +25,5 @@ pub mod npy;
 pub mod optim;
 pub mod preview;
 pub mod report;
+pub mod safetensors_file;
 pub mod train;

@@ -17,7 +17,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use safetensors::tensor::{Dtype, TensorView};
 
 use crate::checkpoint::Checkpoint;
 use crate::config::Config;
@@ -25,6 +24,7 @@ use crate::eval::load::checkpoint_config;
 use crate::interop;
 use crate::model::Arch;
 use crate::named_tensors;
+use crate::safetensors_file::{Entry, serialize};
 use crate::train::run_dir::checkpoint_path;
 
 /// File formats of `selfsup export`.
@@ -84,15 +84,8 @@ fn write_selfsup(args: &ExportArgs, ck: &Checkpoint, meta: HashMap<String, Strin
     if keep.is_empty() {
         bail!("{}: the checkpoint has no backbone tensors", args.model.display());
     }
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = keep
-        .iter()
-        .map(|t| (t.name.clone(), t.shape.clone(), t.values.iter().flat_map(|v| v.to_le_bytes()).collect()))
-        .collect();
-    let views: Vec<(String, TensorView<'_>)> = bytes
-        .iter()
-        .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
-        .collect::<Result<_, safetensors::SafeTensorError>>()?;
-    crate::atomic::write_bytes(&args.out, &safetensors::serialize(views, Some(meta))?)?;
+    let entries: Vec<Entry> = keep.iter().map(|t| Entry::f32(t.name.clone(), t.shape.clone(), &t.values)).collect();
+    crate::atomic::write_bytes(&args.out, &serialize(&entries, meta)?)?;
     Ok(keep.len())
 }
 

@@ -12,6 +12,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use super::torch_names::{from_torch_table, to_torch, torch_batch_norms};
 use crate::model::Arch;
 use crate::named_tensors::NamedTensor;
+use crate::safetensors_file::{Entry, serialize};
 
 /// Writes the backbone tensors among `tensors` (selfsup names) to `path` under their PyTorch
 /// names, with a `num_batches_tracked` of `steps` for every batch norm; returns the number of
@@ -23,22 +24,17 @@ pub fn write(
     steps: u64,
     meta: HashMap<String, String>,
 ) -> Result<usize> {
-    let mut out: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut out: Vec<Entry> = Vec::new();
     for t in tensors.iter().filter(|t| t.name.starts_with("backbone.")) {
         let name = to_torch(arch, &t.name)
             .with_context(|| format!("{} has no PyTorch name for model.arch = {arch:?}", t.name))?;
-        out.push((name, Dtype::F32, t.shape.clone(), t.values.iter().flat_map(|v| v.to_le_bytes()).collect()));
+        out.push(Entry::f32(name, t.shape.clone(), &t.values));
     }
-    let norms = torch_batch_norms(out.iter().map(|(n, ..)| n.as_str()));
+    let norms = torch_batch_norms(out.iter().map(|e| e.name.as_str()));
     for bn in norms {
-        out.push((format!("{bn}.num_batches_tracked"), Dtype::I64, Vec::new(), (steps as i64).to_le_bytes().to_vec()));
+        out.push(Entry::i64_scalar(format!("{bn}.num_batches_tracked"), steps as i64));
     }
-    let views: Vec<(String, TensorView<'_>)> = out
-        .iter()
-        .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?)))
-        .collect::<Result<_, safetensors::SafeTensorError>>()?;
-    let data = safetensors::serialize(views, Some(meta))?;
-    crate::atomic::write_bytes(path, &data)?;
+    crate::atomic::write_bytes(path, &serialize(&out, meta)?)?;
     Ok(out.len())
 }
 
