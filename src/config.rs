@@ -336,6 +336,20 @@ impl Config {
         if t.epochs == 0 {
             bad("train.epochs", &t.epochs, "at least 1")?;
         }
+        if let Some(sched) = &self.augment.size_schedule
+            && sched.ramp_end >= t.epochs
+        {
+            // The schedule's epochs are absolute: a run shortened without them would never train
+            // at augment.size, the size it is evaluated at.
+            bad(
+                "augment.size_schedule.ramp_end",
+                &sched.ramp_end,
+                &format!(
+                    "must be below train.epochs ({}) so that the last epochs train at augment.size; scale ramp_start and ramp_end with the epochs",
+                    t.epochs
+                ),
+            )?;
+        }
         if t.batch_size < 2 {
             bad("train.batch_size", &t.batch_size, "at least 2 (the loss contrasts images within a batch)")?;
         }
@@ -417,6 +431,19 @@ mod tests {
             }
         }
         assert!(seen >= 5, "{seen} configurations in {}", dir.display());
+    }
+
+    #[test]
+    fn a_size_schedule_must_end_before_the_last_epoch() {
+        let sched = "augment.size_schedule={ min_size = 16, ramp_start = 4, ramp_end = 8 }";
+        assert!(load("", &[sched, "train.epochs=9"]).is_ok());
+        for epochs in ["8", "5"] {
+            let e = load("", &[sched, &format!("train.epochs={epochs}")]).unwrap_err().to_string();
+            assert!(
+                e.contains("augment.size_schedule.ramp_end = 8") && e.contains(&format!("train.epochs ({epochs})")),
+                "{e}"
+            );
+        }
     }
 
     #[test]
