@@ -407,6 +407,28 @@ mod tests {
         })
     }
 
+    /// Trains `steps` SGD-momentum steps (lr 0.01, 0.9) on 16 pairs as one process and as two
+    /// ranks (threads) of 8 pairs each, holds every rank's losses to the process's (within
+    /// 10⁻⁵ relative), and returns the process's tensors and each rank's.
+    fn two_ranks_against_one_process(
+        kernels: bool,
+        arch: Arch,
+        start: &[NamedTensor],
+        sync_bn: bool,
+        micro: usize,
+        steps: u64,
+    ) -> (Vec<NamedTensor>, Vec<Vec<NamedTensor>>) {
+        let run = |w: &World| train_as_rank(kernels, w, arch, start, sync_bn, micro, steps, 16, 0.01, 0.9);
+        let (want_loss, want) = run(&crate::dist::single());
+        let ranks = crate::dist::local::run(2, |w| run(&w));
+        for (r, (loss, _)) in ranks.iter().enumerate() {
+            for (a, b) in loss.iter().zip(&want_loss) {
+                assert!((a - b).abs() <= 1e-5 * b.abs(), "{arch:?} rank {r}: losses {loss:?} vs {want_loss:?}");
+            }
+        }
+        (want, ranks.into_iter().map(|(_, tensors)| tensors).collect())
+    }
+
     /// The trained tensors of a model's (every one but batch norm's running statistics).
     fn trained(t: &[NamedTensor]) -> Vec<NamedTensor> {
         t.iter().filter(|t| !crate::named_tensors::is_running_stat(&t.name)).cloned().collect()
@@ -437,20 +459,14 @@ mod tests {
     fn two_ranks_with_sync_bn_train_as_one_process() {
         for (arch, steps) in [(Arch::Convnet, 3), (Arch::Resnet18, 1)] {
             let start = init(arch);
-            let (want_loss, want) =
-                train_as_rank(true, &crate::dist::single(), arch, &start, true, 0, steps, 16, 0.01, 0.9);
-            let ranks =
-                crate::dist::local::run(2, |w| train_as_rank(true, &w, arch, &start, true, 0, steps, 16, 0.01, 0.9));
-            for (r, (loss, got)) in ranks.iter().enumerate() {
-                for (a, b) in loss.iter().zip(&want_loss) {
-                    assert!((a - b).abs() <= 1e-5 * b.abs(), "{arch:?} rank {r}: losses {loss:?} vs {want_loss:?}");
-                }
+            let (want, ranks) = two_ranks_against_one_process(true, arch, &start, true, 0, steps);
+            for (r, got) in ranks.iter().enumerate() {
                 // ResNet-18's many near-zero pre-activations make rounding flip a few ReLUs (see
                 // above), so its change is not held element by element.
                 let change = (arch == Arch::Convnet).then_some((&start[..], 1e-3));
                 assert_close(got, &want, change, &format!("{arch:?} rank {r}"));
             }
-            assert_eq!(ranks[0].1, ranks[1].1, "{arch:?}: the ranks' tensors differ");
+            assert_eq!(ranks[0], ranks[1], "{arch:?}: the ranks' tensors differ");
         }
     }
 
@@ -461,12 +477,8 @@ mod tests {
     fn two_ranks_with_sync_bn_in_tensor_operations_train_as_one_process() {
         let arch = Arch::Convnet;
         let start = init(arch);
-        let (want_loss, want) = train_as_rank(false, &crate::dist::single(), arch, &start, true, 0, 3, 16, 0.01, 0.9);
-        let ranks = crate::dist::local::run(2, |w| train_as_rank(false, &w, arch, &start, true, 0, 3, 16, 0.01, 0.9));
-        for (r, (loss, got)) in ranks.iter().enumerate() {
-            for (a, b) in loss.iter().zip(&want_loss) {
-                assert!((a - b).abs() <= 1e-5 * b.abs(), "rank {r}: losses {loss:?} vs {want_loss:?}");
-            }
+        let (want, ranks) = two_ranks_against_one_process(false, arch, &start, true, 0, 3);
+        for (r, got) in ranks.iter().enumerate() {
             assert_close(got, &want, Some((&start[..], 1e-3)), &format!("rank {r}"));
         }
     }
@@ -585,12 +597,8 @@ mod tests {
     fn two_ranks_with_gradient_caching_train_as_one_process() {
         let arch = Arch::Convnet;
         let start = init(arch);
-        let (want_loss, want) = train_as_rank(true, &crate::dist::single(), arch, &start, false, 4, 3, 16, 0.01, 0.9);
-        let ranks = crate::dist::local::run(2, |w| train_as_rank(true, &w, arch, &start, false, 4, 3, 16, 0.01, 0.9));
-        for (r, (loss, got)) in ranks.iter().enumerate() {
-            for (a, b) in loss.iter().zip(&want_loss) {
-                assert!((a - b).abs() <= 1e-5 * b.abs(), "rank {r}: losses {loss:?} vs {want_loss:?}");
-            }
+        let (want, ranks) = two_ranks_against_one_process(true, arch, &start, false, 4, 3);
+        for (r, got) in ranks.iter().enumerate() {
             assert_close(&trained(got), &trained(&want), Some((&trained(&start), 1e-3)), &format!("rank {r}"));
         }
     }
