@@ -1,11 +1,11 @@
 //! The pretraining loop: for each step, the views of a batch go through the encoder (one
 //! forward pass per resolution, or per micro-batch with gradient caching), the contrastive loss
 //! compares their projections, and the optimizer updates the weights (see [`super::step`]).
-//! Checkpoints are written every `train.checkpoint_every` epochs,
-//! every `train.checkpoint_every_steps` steps and `train.checkpoint_every_minutes` minutes, at
-//! the end, on SIGTERM/SIGINT/SIGUSR1 ([`super::signals`]) and at `--stop-after-steps`;
-//! `--resume` continues from any of them exactly, mid-epoch included (the data order and
-//! augmentations are pure functions of the seed, epoch and image).
+//! Checkpoints are written every `train.checkpoint_every` epochs, every
+//! `train.checkpoint_every_steps` steps and `train.checkpoint_every_minutes` minutes, at the end,
+//! on SIGTERM/SIGINT/SIGUSR1 ([`super::signals`]) and at `--stop-after-steps`; `--resume`
+//! continues from any of them exactly, mid-epoch included (the data order and augmentations are
+//! pure functions of the seed, epoch and image).
 //! Collapse statistics and the online k-NN are computed on held-out images (see
 //! [`crate::eval::monitor`]).
 //!
