@@ -1,5 +1,6 @@
 //! Checkpoint files: one safetensors file holding the model's tensors (`model.<path>`), the
-//! optimizer's state (`optim.<path>/<i>`), and in its metadata the training position, the
+//! optimizer's state (`optim.<path>/<i>`), the method's state (`method.teacher.<path>`,
+//! `method.queue.keys`, …; see `crate::method::state`), and in its metadata the training position, the
 //! resolved configuration and the device. Written atomically (temporary file, fsync, rename),
 //! so a crash leaves either the previous checkpoint or the new one, never half of one; a CRC-32
 //! of the metadata and tensors (metadata `crc32`) makes a file damaged later (a bit flip, a
@@ -34,6 +35,9 @@ pub struct Checkpoint {
     pub model: Vec<NamedTensor>,
     pub optimizer_steps: u64,
     pub optimizer: Vec<NamedTensor>,
+    /// The method's state beside the weights (teacher, queue, centre), named without the
+    /// `method.` prefix; empty for SimCLR.
+    pub method: Vec<NamedTensor>,
     /// The resolved configuration (TOML) of the run.
     pub config: String,
     /// Free-form facts kept with the weights (device, selfsup version, …).
@@ -79,6 +83,7 @@ impl Checkpoint {
             .iter()
             .map(|t| Entry::f32(format!("model.{}", t.name), t.shape.clone(), &t.values))
             .chain(self.optimizer.iter().map(|t| Entry::f32(format!("optim.{}", t.name), t.shape.clone(), &t.values)))
+            .chain(self.method.iter().map(|t| Entry::f32(format!("method.{}", t.name), t.shape.clone(), &t.values)))
             .collect();
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         let mut meta = self.notes.clone();
@@ -118,6 +123,7 @@ impl Checkpoint {
         let st = SafeTensors::deserialize(&data).map_err(|e| bad(e.to_string()))?;
         let mut model = Vec::new();
         let mut optimizer = Vec::new();
+        let mut method = Vec::new();
         let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
         names.sort();
         if let Some(want) = meta.get("crc32") {
@@ -144,6 +150,8 @@ impl Checkpoint {
                 model.push(NamedTensor { name: n.to_string(), shape, values });
             } else if let Some(n) = name.strip_prefix("optim.") {
                 optimizer.push(NamedTensor { name: n.to_string(), shape, values });
+            } else if let Some(n) = name.strip_prefix("method.") {
+                method.push(NamedTensor { name: n.to_string(), shape, values });
             } else {
                 return Err(bad(format!("unexpected tensor {name}")));
             }
@@ -152,7 +160,7 @@ impl Checkpoint {
         for k in ["format", "epoch", "step_in_epoch", "global_step", "optimizer_steps", "config", "crc32"] {
             notes.remove(k);
         }
-        Ok(Self { position, model, optimizer_steps, optimizer, config, notes })
+        Ok(Self { position, model, optimizer_steps, optimizer, method, config, notes })
     }
 }
 
@@ -173,6 +181,11 @@ mod tests {
             }],
             optimizer_steps: 52,
             optimizer: vec![NamedTensor { name: "a.weight/0".into(), shape: vec![6], values: vec![0.5; 6] }],
+            method: vec![NamedTensor {
+                name: "queue.keys".into(),
+                shape: vec![2, 2],
+                values: vec![0.25, 1.0, -3.0, 2.0],
+            }],
             config: "seed = 1\n".into(),
             notes: HashMap::from([("device".to_string(), "flex".to_string())]),
         };
@@ -181,6 +194,7 @@ mod tests {
         assert_eq!(back.position, ck.position);
         assert_eq!(back.model, ck.model);
         assert_eq!(back.optimizer, ck.optimizer);
+        assert_eq!(back.method, ck.method);
         assert_eq!(back.config, ck.config);
         assert_eq!(back.notes, ck.notes);
         // One flipped bit anywhere in the tensor data, or a truncated copy, is refused.

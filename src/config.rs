@@ -15,7 +15,8 @@ use selfsup_augment::{AugmentConfig, Preset};
 use crate::backend::BackendChoice;
 use crate::eval::monitor::MonitorConfig;
 use crate::loss::LossConfig;
-use crate::model::ModelConfig;
+use crate::method::{MethodConfig, MethodKind};
+use crate::model::{Encoder, ModelConfig};
 use crate::optim::OptimConfig;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use toml::{Table, Value};
@@ -153,6 +154,9 @@ pub struct Config {
     pub data: DataConfig,
     pub augment: AugmentConfig,
     pub model: ModelConfig,
+    /// The self-supervised method (default SimCLR, whose loss is `[loss]`).
+    #[serde(default)]
+    pub method: MethodConfig,
     pub loss: LossConfig,
     pub optim: OptimConfig,
     pub train: TrainConfig,
@@ -166,6 +170,7 @@ impl Default for Config {
             data: DataConfig::default(),
             augment: AugmentConfig::preset(Preset::Cifar),
             model: ModelConfig::default(),
+            method: MethodConfig::default(),
             loss: LossConfig::default(),
             optim: OptimConfig::default(),
             train: TrainConfig::default(),
@@ -256,6 +261,13 @@ impl Config {
     /// Resolves a user table over the defaults (see the module documentation).
     pub fn from_table(mut user: Table) -> Result<Self> {
         let mut base = Value::try_from(Config::default())?.as_table().cloned().expect("config serializes to a table");
+        // The method section starts from its kind's preset and refuses other kinds' keys.
+        let method = match user.remove("method") {
+            None => None,
+            Some(Value::Table(t)) => Some(t),
+            Some(v) => bail!("invalid config: method = {v}: expected a section ([method])"),
+        };
+        base.insert("method".into(), Value::Table(MethodConfig::resolve_table(method.as_ref())?));
         if let Some(Value::Table(aug)) = user.get_mut("augment")
             && let Some(p) = aug.remove("preset")
         {
@@ -276,6 +288,7 @@ impl Config {
     /// Checks every value, naming the key and the allowed range on failure.
     pub fn validate(&self) -> Result<()> {
         self.augment.validate("augment.")?;
+        self.method.validate()?;
         if let Some(s) = self.data.load_size
             && s == 0
         {
@@ -372,7 +385,38 @@ impl Config {
             bad("train.micro_batch", &t.micro_batch, "0 (off) or at least 2 images (batch norm needs several)")?;
         }
         let views = (self.augment.views, self.augment.small_views);
-        if views != (2, 0) && !matches!(self.loss.kind, crate::loss::LossKind::Ntxent | crate::loss::LossKind::Supcon) {
+        let kind = self.method.kind;
+        if kind != MethodKind::Simclr && self.loss.kind != crate::loss::LossKind::Ntxent {
+            bad(
+                "loss.kind",
+                &format!("\"{}\"", format!("{:?}", self.loss.kind).to_lowercase()),
+                &format!(
+                    "is SimCLR's; method.kind = \"{}\" has its own loss (leave loss.kind at \"ntxent\")",
+                    kind.name()
+                ),
+            )?;
+        }
+        if kind == MethodKind::Dino && views.0 != 2 {
+            bad(
+                "augment.views",
+                &views.0,
+                "2 for method.kind = \"dino\" (its two global views; more views are augment.small_views)",
+            )?;
+        }
+        if !matches!(kind, MethodKind::Simclr | MethodKind::Dino) && views != (2, 0) {
+            bad(
+                "augment.views",
+                &format!("{} (augment.small_views = {})", views.0, views.1),
+                &format!(
+                    "method.kind = \"{}\" is defined for two views: augment.views = 2, augment.small_views = 0 (multi-crop: simclr or dino)",
+                    kind.name()
+                ),
+            )?;
+        }
+        if kind == MethodKind::Simclr
+            && views != (2, 0)
+            && !matches!(self.loss.kind, crate::loss::LossKind::Ntxent | crate::loss::LossKind::Supcon)
+        {
             bad(
                 "loss.kind",
                 &format!("\"{}\"", format!("{:?}", self.loss.kind).to_lowercase()),
@@ -398,9 +442,17 @@ impl Config {
         Ok(())
     }
 
-    /// The resolved configuration as TOML text.
+    /// The resolved configuration as TOML text (the method section with its kind's keys only).
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("config serializes")
+        let mut t = Value::try_from(self).expect("config serializes").as_table().cloned().expect("a table");
+        t.insert("method".into(), Value::Table(self.method.to_table()));
+        toml::to_string_pretty(&t).expect("config serializes")
+    }
+
+    /// A freshly initialized encoder for this configuration: the model, with what the method
+    /// adds to it (a predictor, DINO's prototypes).
+    pub fn encoder(&self, device: &burn::tensor::Device) -> Encoder {
+        self.model.init_with(&self.method.extras(), device)
     }
 }
 

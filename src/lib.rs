@@ -18,6 +18,7 @@ pub mod dist;
 pub mod eval;
 pub mod interop;
 pub mod loss;
+pub mod method;
 pub mod model;
 pub mod named_tensors;
 pub mod neighbors;

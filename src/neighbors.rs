@@ -73,3 +73,21 @@ mod tests {
         assert_eq!(nb[0].0, 2);
     }
 }
+
+/// Writes `img` as a PNG at `path` (atomically) with `text` as its tEXt metadata (what produced
+/// the picture: the model, which of its networks, the query).
+pub fn save_png(path: &std::path::Path, img: &RgbImage, text: &[(&str, String)]) -> anyhow::Result<()> {
+    crate::atomic::write_with(path, |tmp| {
+        let file = std::io::BufWriter::new(std::fs::File::create(tmp)?);
+        let mut enc = png::Encoder::new(file, img.width(), img.height());
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        for (k, v) in text {
+            enc.add_text_chunk(k.to_string(), v.clone())?;
+        }
+        let mut w = enc.write_header()?;
+        w.write_image_data(img.as_raw())?;
+        w.finish()?;
+        Ok(())
+    })
+}

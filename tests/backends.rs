@@ -4,9 +4,10 @@
 
 use burn::prelude::*;
 use selfsup::config::Config;
+use selfsup::method::MethodState;
 use selfsup::named_tensors::{self, NamedTensor};
 use selfsup::optim::Optimizer;
-use selfsup::train::step::{StepViews, train_step};
+use selfsup::train::step::{StepAt, StepViews, train_step};
 use selfsup_augment::{Augmenter, ImageRef};
 
 const SMOKE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/smoke.toml");
@@ -36,7 +37,8 @@ fn batches(cfg: &Config) -> Vec<Vec<f32>> {
 
 fn losses(device: Device, weights: &[NamedTensor], batches: &[Vec<f32>], cfg: &Config) -> Vec<f32> {
     let device = device.autodiff();
-    let mut model = named_tensors::apply(cfg.model.init(&device), weights).unwrap();
+    let mut model = named_tensors::apply(cfg.encoder(&device), weights).unwrap();
+    let mut state = MethodState::new(cfg, &model, &device);
     let mut opt = Optimizer::new(cfg.optim.clone());
     let s = cfg.augment.size as usize;
     batches
@@ -45,11 +47,12 @@ fn losses(device: Device, weights: &[NamedTensor], batches: &[Vec<f32>], cfg: &C
             let x = Tensor::<4>::from_data(TensorData::new(views.clone(), [2 * BATCH, 3, s, s]), &device);
             let (trained, out) = train_step(
                 model.clone(),
+                &mut state,
                 &mut opt,
                 cfg,
                 StepViews::pairs(x, BATCH),
                 None,
-                0.05,
+                StepAt::fixed(0.05),
                 &selfsup::dist::single(),
             )
             .unwrap();

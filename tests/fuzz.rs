@@ -486,6 +486,7 @@ fn seed_checkpoint(cfg: &Config, model: &Encoder) -> Checkpoint {
         model: tensors,
         optimizer_steps: 12,
         optimizer,
+        method: Vec::new(),
         config: cfg.to_toml(),
         notes: HashMap::from([("device".to_string(), "flex".to_string())]),
     }

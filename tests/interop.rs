@@ -34,6 +34,7 @@ fn checkpoint_of(cfg: &Config, path: &Path) {
         model: named_tensors::collect(&model),
         optimizer_steps: 0,
         optimizer: Vec::new(),
+        method: Vec::new(),
         config: cfg.to_toml(),
         notes: Default::default(),
     }
@@ -175,7 +176,7 @@ fn onnx_export_runs_in_tract_and_gives_embeds_features_and_the_heads_projections
         assert!(worst <= 1e-4, "{arch}: ONNX vs embed, max abs difference {worst:e} of unit-normalized features");
 
         // The head's projections against the encoder in selfsup, on the same views.
-        let loaded = selfsup::eval::load::load(&run_dir, selfsup::backend::BackendChoice::Flex).unwrap();
+        let loaded = selfsup::eval::load::load(&run_dir, selfsup::backend::BackendChoice::Flex, None).unwrap();
         let x = burn::tensor::Tensor::<4>::from_data(
             burn::tensor::TensorData::new(views, [rows, 3, s, s]),
             loaded.device(),

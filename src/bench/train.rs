@@ -1,4 +1,5 @@
-//! `selfsup bench train`: training-step throughput in image pairs per second, on pre-made
+//! `selfsup bench train`: training-step throughput in image pairs per second, of any method
+//! (`method.kind`, with its teacher, queue and heads), on pre-made
 //! tensors (compute alone) and with the real data path (augmentation on the loader thread,
 //! overlapping the steps), so their ratio shows whether loading ever holds the encoder back.
 //! Under `mpirun` every rank steps on its share of the global batch, and the time spent in
@@ -14,9 +15,10 @@ use selfsup_augment::Augmenter;
 use super::median;
 use crate::config::Config;
 use crate::data::Dataset;
+use crate::method::MethodState;
 use crate::optim::Optimizer;
 use crate::train::loader::{Batch, Shard, ViewMakers, epoch_order, make_batch};
-use crate::train::step::train_step;
+use crate::train::step::{StepAt, train_step};
 
 /// Timings of one mode.
 #[derive(Debug, Clone)]
@@ -71,7 +73,8 @@ pub fn run(
     let makers = ViewMakers { full: &aug, small: small.as_ref() };
     let device = device.clone().autodiff();
     device.seed(cfg.seed);
-    let mut model = cfg.model.init(&device);
+    let mut model = cfg.encoder(&device);
+    let mut state = MethodState::new(cfg, &model, &device);
     let trainable_values = crate::named_tensors::collect(&model)
         .iter()
         .filter(|t| !crate::named_tensors::is_running_stat(&t.name))
@@ -111,8 +114,17 @@ pub fn run(
             }
             let t = Instant::now();
             let batch = if loader { rx.recv()? } else { premade.next().expect("made above") };
-            let (trained, out) =
-                train_step(model.clone(), &mut optim, cfg, batch.to_device(&device), None, 0.01, &world)?;
+            let at = StepAt { lr: 0.01, step: k as u64, total_steps: total as u64, epoch: 0 };
+            let (trained, out) = train_step(
+                model.clone(),
+                &mut state,
+                &mut optim,
+                cfg,
+                batch.to_device(&device),
+                batch.labels.as_deref(),
+                at,
+                &world,
+            )?;
             model = trained;
             if !out.loss.is_finite() {
                 bail!("bench train: the loss became {} at step {k}", out.loss);

@@ -183,7 +183,8 @@ pub fn run(cmd: BenchCommand, threads: Option<usize>) -> Result<()> {
                     (v, s) => format!(" views={v}+{s}x{}px", cfg.augment.small.size),
                 };
                 root_println(format!(
-                    "train arch={:?} batch={}{micro}{views}{ranks} size={} device=\"{}\" data={}: median step {:.3} s = {:.1} pairs/s; {} steps in {:.2} s",
+                    "train method={} arch={:?} batch={}{micro}{views}{ranks} size={} device=\"{}\" data={}: median step {:.3} s = {:.1} pairs/s; {} steps in {:.2} s",
+                    cfg.method.kind.name(),
                     cfg.model.arch,
                     r.batch,
                     cfg.augment.size,

@@ -144,6 +144,7 @@ pub fn run(args: DemoArgs, verbose: bool) -> Result<()> {
         let encoder = EncoderArgs {
             model: Some(run_dir.clone()),
             baseline,
+            weights: None,
             backend,
             batch_size: 256,
             eval_dir: None,

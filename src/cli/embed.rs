@@ -1,5 +1,6 @@
-//! `selfsup embed`: backbone embeddings of a folder as a NumPy `.npy` (float32, N × d) and a
-//! CSV of the images' paths and labels in the same order.
+//! `selfsup embed`: backbone embeddings of a folder as a NumPy `.npy` (float32, N × d), a CSV of
+//! the images' paths and labels in the same order, and a JSON of what produced them (the
+//! checkpoint, which network of it — `weights`: student or teacher — the architecture).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -45,8 +46,27 @@ pub fn run(args: EmbedArgs, verbose: bool) -> Result<()> {
     }
     let csv_path = args.out.with_extension("csv");
     crate::atomic::write_bytes(&csv_path, csv.as_bytes())?;
+    let about = serde_json::json!({
+        "features": r.name,
+        "model": r.encoder.as_ref().map(|e| e.origin.clone()),
+        "weights": r.weights().map(|w| w.name()),
+        "method": r.config.method.kind.name(),
+        "arch": format!("{:?}", r.config.model.arch).to_lowercase(),
+        "feature_dim": f.dim(),
+        "images": f.n(),
+        "data": args.data.display().to_string(),
+    });
+    let json_path = args.out.with_extension("json");
+    crate::atomic::write_bytes(&json_path, format!("{about:#}\n").as_bytes())?;
     if verbose {
-        eprintln!("wrote {} ({} × {} float32) and {}", args.out.display(), f.n(), f.dim(), csv_path.display());
+        eprintln!(
+            "wrote {} ({} × {} float32), {} and {}",
+            args.out.display(),
+            f.n(),
+            f.dim(),
+            csv_path.display(),
+            json_path.display()
+        );
     }
     Ok(())
 }

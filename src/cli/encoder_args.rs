@@ -13,6 +13,7 @@ use crate::data::{Dataset, open_dataset};
 use crate::eval::features::{Extractor, Features, extract};
 use crate::eval::load::{LoadedEncoder, load, random_init};
 use crate::eval::record::{Baseline, features_name};
+use crate::method::Weights;
 use crate::train::run_dir::RunDir;
 
 #[derive(Args, Debug, Clone)]
@@ -24,6 +25,10 @@ pub struct EncoderArgs {
     /// `pixels` (the normalized pixels). Uses --model's configuration when given.
     #[arg(long, value_enum)]
     pub baseline: Option<Baseline>,
+    /// Which network of --model: the trained `student`, or the EMA `teacher` of MoCo, MoCo v3,
+    /// BYOL and DINO (default: the teacher for DINO, as its paper evaluates, else the student).
+    #[arg(long, value_enum)]
+    pub weights: Option<Weights>,
     /// Backend for feature extraction.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendChoice,
@@ -42,12 +47,18 @@ pub struct EncoderArgs {
 pub struct Resolved {
     pub config: Config,
     pub encoder: Option<LoadedEncoder>,
-    pub name: &'static str,
+    /// The features' name in results (`trained`, `trained-teacher`, `random-init`, `pixels`).
+    pub name: String,
     /// Where results are written (None: print only).
     pub out: Option<PathBuf>,
 }
 
 impl Resolved {
+    /// Which network of the run the features come from (`None` for a baseline).
+    pub fn weights(&self) -> Option<Weights> {
+        self.encoder.as_ref().and_then(|e| e.weights)
+    }
+
     pub fn extractor(&self) -> Extractor<'_> {
         match &self.encoder {
             Some(e) => Extractor::Encoder(&e.encoder, e.device()),
@@ -117,16 +128,18 @@ impl EncoderArgs {
             bail!("--model brings its own configuration; drop --config/--set");
         }
         let out = self.eval_dir.clone().or_else(|| self.model.as_deref().map(run_eval_dir));
-        let name = features_name(self.baseline);
+        if self.weights.is_some() && (self.model.is_none() || self.baseline.is_some()) {
+            bail!("--weights chooses a network of a trained --model; drop it for a baseline");
+        }
         let (config, encoder) = match (&self.model, self.baseline) {
             (None, None) => bail!("give --model RUN_OR_CHECKPOINT, or --baseline random-init|pixels"),
             (Some(m), None) => {
-                let e = load(m, self.backend)?;
+                let e = load(m, self.backend, self.weights)?;
                 (e.config.clone(), Some(e))
             }
             (model, Some(b)) => {
                 let config = match model {
-                    Some(m) => load(m, BackendChoice::Flex)?.config,
+                    Some(m) => load(m, BackendChoice::Flex, None)?.config,
                     None => self.config.load()?,
                 };
                 let encoder = match b {
@@ -136,11 +149,19 @@ impl EncoderArgs {
                 (config, encoder)
             }
         };
+        let name = match encoder.as_ref().and_then(|e| e.weights) {
+            // A run's own default network is "trained"; the other one is named.
+            Some(w) if w != config.method.kind.default_weights() => format!("trained-{}", w.name()),
+            _ => features_name(self.baseline).to_string(),
+        };
         if verbose {
             match &encoder {
                 Some(e) => eprintln!(
-                    "features: {name} {:?} encoder ({}) on {}",
-                    config.model.arch, e.origin, e.device.description
+                    "features: {name} {:?} encoder ({}{}) on {}",
+                    config.model.arch,
+                    e.origin,
+                    e.weights.map(|w| format!(", {}", w.name())).unwrap_or_default(),
+                    e.device.description
                 ),
                 None => {
                     eprintln!("features: normalized pixels ({} values)", 3 * config.augment.size * config.augment.size)

@@ -10,7 +10,8 @@
 //!
 //! Every format records in its metadata the architecture, stem, feature dimension, input size,
 //! normalization mean/std and evaluation crop: all that is needed to embed new images the way
-//! selfsup does.
+//! selfsup does; and which network of the run it holds (`weights`: the student, or the EMA
+//! teacher with `--weights teacher`; DINO's default is its teacher), and the method.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,10 +21,11 @@ use clap::{Args, ValueEnum};
 
 use crate::checkpoint::Checkpoint;
 use crate::config::Config;
-use crate::eval::load::checkpoint_config;
+use crate::eval::load::{checkpoint_config, network_tensors};
 use crate::interop;
+use crate::method::Weights;
 use crate::model::Arch;
-use crate::named_tensors;
+use crate::named_tensors::{self, NamedTensor};
 use crate::safetensors_file::{Entry, serialize};
 use crate::train::run_dir::checkpoint_path;
 
@@ -52,13 +54,19 @@ pub struct ExportArgs {
     /// Include the projection head (by default only the backbone, which evaluation uses).
     #[arg(long)]
     pub with_head: bool,
+    /// Which network: the trained `student`, or the EMA `teacher` (MoCo, MoCo v3, BYOL, DINO).
+    /// Default: the teacher for DINO, the student otherwise.
+    #[arg(long, value_enum)]
+    pub weights: Option<Weights>,
 }
 
 /// What every format records about the encoder.
-fn metadata(cfg: &Config, feature_dim: usize, steps: u64, format: &str) -> Vec<(String, String)> {
+fn metadata(cfg: &Config, feature_dim: usize, steps: u64, format: &str, weights: Weights) -> Vec<(String, String)> {
     let a = &cfg.augment;
     [
         ("format", format.to_string()),
+        ("method", cfg.method.kind.name()),
+        ("weights", weights.name().to_string()),
         ("arch", format!("{:?}", cfg.model.arch).to_lowercase()),
         ("stem", format!("{:?}", cfg.model.stem).to_lowercase()),
         ("feature_dim", feature_dim.to_string()),
@@ -75,9 +83,8 @@ fn metadata(cfg: &Config, feature_dim: usize, steps: u64, format: &str) -> Vec<(
     .collect()
 }
 
-fn write_selfsup(args: &ExportArgs, ck: &Checkpoint, meta: HashMap<String, String>) -> Result<usize> {
-    let keep: Vec<_> = ck
-        .model
+fn write_selfsup(args: &ExportArgs, tensors: &[NamedTensor], meta: HashMap<String, String>) -> Result<usize> {
+    let keep: Vec<_> = tensors
         .iter()
         .filter(|t| t.name.starts_with("backbone.") || (args.with_head && t.name.starts_with("head.")))
         .collect();
@@ -94,7 +101,12 @@ pub fn run(args: ExportArgs, verbose: bool) -> Result<()> {
     let ck = Checkpoint::load(&path)?;
     let cfg = checkpoint_config(&ck)?;
     let arch = cfg.model.arch;
-    let model = cfg.model.init(&burn::tensor::Device::flex());
+    let weights = args.weights.unwrap_or_else(|| cfg.method.kind.default_weights());
+    let tensors = network_tensors(&ck, &cfg, weights)?;
+    let mut model = cfg.encoder(&burn::tensor::Device::flex());
+    if weights == Weights::Teacher {
+        model.predictor = None;
+    }
     let feature_dim = model.backbone.dim();
     let steps = ck.position.global_step;
     let format_name = match args.format {
@@ -102,19 +114,19 @@ pub fn run(args: ExportArgs, verbose: bool) -> Result<()> {
         Format::Torchvision => "pytorch-state-dict",
         Format::Onnx => "onnx",
     };
-    let meta = metadata(&cfg, feature_dim, steps, format_name);
+    let meta = metadata(&cfg, feature_dim, steps, format_name, weights);
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let what = match args.format {
-        Format::Selfsup => format!("{} tensors", write_selfsup(&args, &ck, meta.into_iter().collect())?),
+        Format::Selfsup => format!("{} tensors", write_selfsup(&args, &tensors, meta.into_iter().collect())?),
         Format::Torchvision => {
             if args.with_head {
                 bail!(
                     "--format torchvision holds the backbone (a torchvision ResNet has no projection head); export the head with --format selfsup or onnx"
                 );
             }
-            let n = interop::torch_file::write(&args.out, arch, &ck.model, steps, meta.into_iter().collect())?;
+            let n = interop::torch_file::write(&args.out, arch, &tensors, steps, meta.into_iter().collect())?;
             let mut what = format!("{n} tensors with PyTorch names");
             if arch == Arch::Convnet {
                 let py = args.out.with_file_name("convnet.py");
@@ -126,14 +138,18 @@ pub fn run(args: ExportArgs, verbose: bool) -> Result<()> {
         Format::Onnx => {
             // The checkpoint already read, into the model already built (on flex: inference form).
             let encoder =
-                named_tensors::apply(model, &ck.model).with_context(|| format!("loading {}", path.display()))?;
+                named_tensors::apply(model, &tensors).with_context(|| format!("loading {}", path.display()))?;
             let bytes = interop::onnx::encode(&encoder, cfg.augment.size as usize, args.with_head, &meta)?;
             crate::atomic::write_bytes(&args.out, &bytes)?;
             format!("an ONNX model, opset {}, {} bytes", interop::onnx::OPSET, bytes.len())
         }
     };
     if verbose {
-        eprintln!("wrote {} ({what}; {arch:?} backbone, {feature_dim}-d features)", args.out.display());
+        eprintln!(
+            "wrote {} ({what}; the {} {arch:?} backbone, {feature_dim}-d features)",
+            args.out.display(),
+            weights.name()
+        );
     }
     Ok(())
 }

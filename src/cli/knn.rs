@@ -55,7 +55,8 @@ pub fn evaluate(args: &KnnArgs, verbose: bool) -> Result<Option<EvalRecord>> {
     let device = r.encoder.as_ref().map(|e| e.device().clone()).unwrap_or_else(burn::tensor::Device::flex);
     let results = knn(&ftr.emb, &ytr, &fte.emb, &yte, &args.k, args.t, &device);
     let rec = EvalRecord {
-        features: r.name.to_string(),
+        features: r.name.clone(),
+        weights: r.weights().map(|w| w.name().to_string()),
         train: args.train.display().to_string(),
         test: args.test.display().to_string(),
         train_images: train.len(),

@@ -57,7 +57,14 @@ pub fn run(args: NeighborsArgs, verbose: bool) -> Result<()> {
     let query = RgbImage::from_raw(q.width, q.height, q.pixels).context("query buffer")?;
     let cell = crate::preview::cell_size(r.config.augment.size.min(128));
     let img = grid(&ds, &[(query, nb.iter().map(|p| p.0).collect())], cell);
-    crate::atomic::write_with(&args.out, |tmp| img.save_with_format(tmp, image::ImageFormat::Png).map_err(Into::into))?;
+    let mut text = vec![("features", r.name.clone()), ("query", args.query.display().to_string())];
+    if let Some(e) = &r.encoder {
+        text.push(("model", e.origin.clone()));
+    }
+    if let Some(w) = r.weights() {
+        text.push(("weights", w.name().to_string()));
+    }
+    crate::neighbors::save_png(&args.out, &img, &text)?;
     for (rank, (i, sim)) in nb.iter().enumerate() {
         println!("{:>3}  {:.4}  {}", rank + 1, sim, ds.name(*i));
     }

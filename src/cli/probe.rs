@@ -83,7 +83,8 @@ pub fn evaluate(args: &ProbeArgs, verbose: bool) -> Result<Option<EvalRecord>> {
         }
     }
     let rec = EvalRecord {
-        features: r.name.to_string(),
+        features: r.name.clone(),
+        weights: r.weights().map(|w| w.name().to_string()),
         train: args.train.display().to_string(),
         test: args.test.display().to_string(),
         train_images: train.len(),

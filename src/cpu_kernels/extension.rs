@@ -447,19 +447,21 @@ pub fn conv2d(x: burn::Tensor<4>, weight: burn::Tensor<4>, stride: usize, pad: u
 }
 
 thread_local! {
-    /// Set inside [`forward_only_training`].
-    static FORWARD_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Inside [`no_grad_training`]: whether the running statistics are updated.
+    static NO_GRAD_TRAINING: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
 }
 
 /// Runs `f` with batch norm normalizing by each batch's own statistics as in training, on a
-/// model without autodiff (`Module::valid`, whose layers otherwise use the running statistics),
-/// leaving the running statistics untouched: gradient caching's first pass, whose activations
-/// are not kept. Its second pass forwards the same views with autodiff, computing the same
-/// statistics and updating the running ones, so they move once per micro-batch, not twice.
-pub fn forward_only_training<T>(f: impl FnOnce() -> T) -> T {
-    let before = FORWARD_ONLY.replace(true);
+/// model without autodiff (`Module::valid`, whose layers otherwise use the running statistics).
+/// `update_running`: whether the running statistics move, as in a training forward pass. Two
+/// uses: gradient caching's first pass (`false`: its activations are not kept; the second pass
+/// forwards the same views with autodiff, computing the same statistics and updating the
+/// running ones, so they move once per micro-batch, not twice), and an EMA teacher's forward
+/// pass (`true`: a momentum encoder runs in training mode, without gradients).
+pub fn no_grad_training<T>(update_running: bool, f: impl FnOnce() -> T) -> T {
+    let before = NO_GRAD_TRAINING.replace(Some(update_running));
     let out = f();
-    FORWARD_ONLY.set(before);
+    NO_GRAD_TRAINING.set(before);
     out
 }
 
@@ -468,18 +470,24 @@ pub fn forward_only_training<T>(f: impl FnOnce() -> T) -> T {
 /// own layers everywhere else (inference mode, other backends). Inside a synchronized batch
 /// norm's scope ([`crate::dist::sync_bn`]) training statistics are the global batch's: the
 /// kernel's on the CPU, burn's operations with a differentiable all-reduce elsewhere. Inside
-/// [`forward_only_training`]: training statistics without autodiff, running ones unchanged.
+/// [`no_grad_training`]: training statistics without autodiff.
 pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: burn::Tensor<D>, relu: bool) -> burn::Tensor<D> {
     let device = x.device();
-    let forward_only = FORWARD_ONLY.get();
+    let no_grad = NO_GRAD_TRAINING.get();
+    let forward_only = no_grad.is_some();
+    let update = no_grad != Some(false);
     let training = forward_only || device.is_autodiff() && bn.training.is_enabled();
     let synced = crate::dist::sync_bn::current();
     if !(is_cpu(&device) && super::enabled() && training) {
         if synced.is_some() && training {
-            return crate::dist::sync_bn::batch_norm(bn, x, relu, !forward_only);
+            return crate::dist::sync_bn::batch_norm(bn, x, relu, update);
         }
         let y = if forward_only {
-            burn::tensor::module::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon).output
+            let r = burn::tensor::module::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
+            if update {
+                update_running_stats(bn, r.mean, r.variance);
+            }
+            r.output
         } else {
             bn.forward(x)
         };
@@ -493,7 +501,7 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: burn::Tensor<D>, relu: bool
         relu,
         synced.is_some(),
     );
-    if !forward_only {
+    if update {
         update_running_stats(bn, burn::Tensor::<1>::from_dispatch(mean), burn::Tensor::<1>::from_dispatch(var));
     }
     burn::Tensor::from_dispatch(y)

@@ -23,8 +23,12 @@ pub enum Baseline {
 /// One evaluation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvalRecord {
-    /// `trained`, `random-init` or `pixels`.
+    /// `trained` (the run's default network), `trained-teacher` / `trained-student` (the other
+    /// one), `random-init` or `pixels`.
     pub features: String,
+    /// Which network of the run was evaluated (`student`, `teacher`; none for a baseline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
     pub train: String,
     pub test: String,
     pub train_images: usize,

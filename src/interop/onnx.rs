@@ -13,6 +13,7 @@ use burn::prelude::*;
 use prost::Message;
 
 use super::onnx_proto::*;
+use crate::model::Activation;
 use crate::model::convnet::ConvBnRelu;
 use crate::model::resnet::Block;
 use crate::model::{Backbone, Encoder};
@@ -122,6 +123,15 @@ impl Builder {
     }
 
     fn batch_norm(&mut self, x: String, bn: &BatchNorm, name: &str) -> String {
+        self.batch_norm_to(x, bn, name, None)
+    }
+
+    /// Batch norm whose output is named `out` (the graph's output).
+    fn batch_norm_named(&mut self, x: String, bn: &BatchNorm, name: &str, out: &str) -> String {
+        self.batch_norm_to(x, bn, name, Some(out))
+    }
+
+    fn batch_norm_to(&mut self, x: String, bn: &BatchNorm, name: &str, out: Option<&str>) -> String {
         let inputs = vec![
             x,
             self.weight(&format!("{name}.gamma"), bn.gamma.val()),
@@ -129,11 +139,34 @@ impl Builder {
             self.weight(&format!("{name}.running_mean"), bn.running_mean.value()),
             self.weight(&format!("{name}.running_var"), bn.running_var.value()),
         ];
-        self.node("BatchNormalization", inputs, vec![float("epsilon", bn.epsilon as f32)], None)
+        self.node("BatchNormalization", inputs, vec![float("epsilon", bn.epsilon as f32)], out)
     }
 
     fn relu(&mut self, x: String) -> String {
         self.node("Relu", vec![x], Vec::new(), None)
+    }
+
+    /// A scalar constant (an initializer named `name`).
+    fn scalar(&mut self, name: &str, value: f32) -> String {
+        self.weights.push(TensorProto {
+            dims: Vec::new(),
+            data_type: FLOAT,
+            name: name.into(),
+            raw_data: value.to_le_bytes().to_vec(),
+        });
+        name.into()
+    }
+
+    /// GELU, `x · ½(1 + erf(x/√2))`, in opset-17 operators (`Gelu` itself is opset 20).
+    fn gelu(&mut self, x: String, name: &str) -> String {
+        let root2 = self.scalar(&format!("{name}.gelu.sqrt2"), std::f32::consts::SQRT_2);
+        let one = self.scalar(&format!("{name}.gelu.one"), 1.0);
+        let half = self.scalar(&format!("{name}.gelu.half"), 0.5);
+        let scaled = self.node("Div", vec![x.clone(), root2], Vec::new(), None);
+        let erf = self.node("Erf", vec![scaled], Vec::new(), None);
+        let plus = self.node("Add", vec![erf, one], Vec::new(), None);
+        let times = self.node("Mul", vec![x, plus], Vec::new(), None);
+        self.node("Mul", vec![times, half], Vec::new(), None)
     }
 
     fn conv_bn_relu(&mut self, x: String, l: &ConvBnRelu, name: &str) -> Result<String> {
@@ -220,12 +253,25 @@ pub fn encode(encoder: &Encoder, size: usize, with_head: bool, metadata: &[(Stri
         let mut y = features;
         for (i, h) in head.hidden.iter().enumerate() {
             let name = format!("head.hidden.{i}");
-            let z = g.linear(y, &h.linear, &format!("{name}.linear"), None);
-            let z = g.batch_norm(z, &h.bn, &format!("{name}.bn"));
-            y = g.relu(z);
+            let mut z = g.linear(y, &h.linear, &format!("{name}.linear"), None);
+            if let Some(bn) = &h.bn {
+                z = g.batch_norm(z, bn, &format!("{name}.bn"));
+            }
+            y = match head.activation {
+                Activation::Relu => g.relu(z),
+                Activation::Gelu => g.gelu(z, &name),
+            };
         }
         let out_dim = head.out.weight.dims()[1];
-        g.linear(y, &head.out, "head.out", Some("projection"));
+        match &head.out_bn {
+            Some(bn) => {
+                let z = g.linear(y, &head.out, "head.out", None);
+                g.batch_norm_named(z, bn, "head.out_bn", "projection");
+            }
+            None => {
+                g.linear(y, &head.out, "head.out", Some("projection"));
+            }
+        }
         outputs.push(tensor_info("projection", &[None, Some(out_dim)]));
     }
     let model = ModelProto {

@@ -134,7 +134,8 @@ pub fn read_backbone(path: &Path, arch: Arch, expected: &[NamedTensor]) -> Resul
 }
 
 /// `model` with its backbone's weights from `path` (see [`read_backbone`]); its projection
-/// head is left as it is (freshly initialized when pretraining starts).
+/// head (and a method's predictor or prototypes) is left as it is (freshly initialized when
+/// pretraining starts).
 pub fn init_backbone(
     model: crate::model::Encoder,
     path: &Path,
@@ -143,12 +144,12 @@ pub fn init_backbone(
     let expected: Vec<NamedTensor> =
         crate::named_tensors::collect(&model).into_iter().filter(|t| t.name.starts_with("backbone.")).collect();
     let weights = read_backbone(path, arch, &expected)?;
-    let crate::model::Encoder { backbone, head } = model;
+    let crate::model::Encoder { backbone, head, predictor, prototypes } = model;
     let own: Vec<NamedTensor> = weights
         .tensors
         .iter()
         .map(|t| NamedTensor { name: t.name["backbone.".len()..].to_string(), ..t.clone() })
         .collect();
     let backbone = crate::named_tensors::apply(backbone, &own).with_context(|| format!("--init {}", path.display()))?;
-    Ok((crate::model::Encoder { backbone, head }, weights))
+    Ok((crate::model::Encoder { backbone, head, predictor, prototypes }, weights))
 }

@@ -1,18 +1,30 @@
-//! Contrastive losses over the projections of two views.
+//! The losses: SimCLR's contrastive family over the projections of two (or more) views, and
+//! the losses of the other methods (`crate::method`).
 //!
-//! Both losses here are one computation — cross-entropy of each anchor's softmax over cosine
+//! The two main contrastive losses are one computation — cross-entropy of each anchor's softmax over cosine
 //! similarities (self excluded) against a target distribution over the other embeddings — with
 //! different targets: NT-Xent's target is the anchor's twin view ([`nt_xent`]), SupCon's is
 //! every other embedding of the same class ([`supcon`]). [`contrastive`] holds the shared part.
 //! Two NT-Xent variants change the denominator instead: [`dcl`] (the positive taken out, and
 //! its weighted form) and [`debiased`] (false negatives' expected share subtracted, hard
 //! negatives weighted up).
+//!
+//! The other methods' losses: [`info_nce`] (MoCo v2 against a queue, MoCo v3 against the batch's
+//! keys), [`cosine`] (BYOL's and SimSiam's prediction-to-target cosine), [`barlow_twins`]
+//! (cross-correlation to the identity), [`vicreg`] (invariance, variance, covariance) and
+//! [`dino`] (centred, sharpened teacher distributions); NNCLR uses [`nt_xent`] with its
+//! neighbours as the anchors.
 
+pub mod barlow_twins;
 pub mod contrastive;
+pub mod cosine;
 pub mod dcl;
 pub mod debiased;
+pub mod dino;
+pub mod info_nce;
 pub mod nt_xent;
 pub mod supcon;
+pub mod vicreg;
 
 use serde::{Deserialize, Serialize};
 

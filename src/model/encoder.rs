@@ -1,11 +1,14 @@
-//! The encoder: a backbone and a projection head, built from the `[model]` configuration.
+//! The encoder: a backbone and a projection head, built from the `[model]` configuration, and
+//! the parts some methods add (`crate::method`): a predictor head (BYOL, SimSiam, MoCo v3,
+//! NNCLR) and DINO's prototypes.
 
 use burn::module::{ModuleVisitor, Param};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::convnet::ConvNet;
-use super::head::ProjectionHead;
+use super::head::{HeadConfig, ProjectionHead};
+use super::prototypes::Prototypes;
 use super::resnet::ResNet;
 
 /// Backbone architectures.
@@ -28,18 +31,6 @@ pub enum Stem {
     Imagenet,
 }
 
-/// Projection-head shape.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeadConfig {
-    /// Width of the hidden layers; 0 means the backbone's feature dimension.
-    pub hidden_dim: usize,
-    /// Output (embedding) dimension.
-    pub out_dim: usize,
-    /// Number of linear layers (≥ 1): 2 is SimCLR v1's MLP, 3 is v2's.
-    pub layers: usize,
-}
-
 /// The `[model]` section.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,28 +48,32 @@ pub struct ModelConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self {
-            arch: Arch::Convnet,
-            stem: Stem::Cifar,
-            head: HeadConfig { hidden_dim: 0, out_dim: 128, layers: 2 },
-            sync_batch_norm: false,
-        }
+        Self { arch: Arch::Convnet, stem: Stem::Cifar, head: HeadConfig::mlp(0, 128, 2), sync_batch_norm: false }
     }
 }
 
 impl ModelConfig {
-    /// Builds a freshly initialized encoder on `device`.
+    /// Builds a freshly initialized encoder (backbone and projection head) on `device`.
     pub fn init(&self, device: &Device) -> Encoder {
+        self.init_with(&Extras::default(), device)
+    }
+
+    /// Builds a freshly initialized encoder with the `extras` a method adds.
+    pub fn init_with(&self, extras: &Extras, device: &Device) -> Encoder {
         let backbone = match self.arch {
             Arch::Convnet => Backbone::ConvNet(ConvNet::new(device)),
             Arch::Resnet18 => Backbone::ResNet(ResNet::new(18, self.stem, device)),
             Arch::Resnet34 => Backbone::ResNet(ResNet::new(34, self.stem, device)),
             Arch::Resnet50 => Backbone::ResNet(ResNet::new(50, self.stem, device)),
         };
-        let d = backbone.dim();
-        let hidden = if self.head.hidden_dim == 0 { d } else { self.head.hidden_dim };
-        let head = ProjectionHead::new(d, hidden, self.head.out_dim, self.head.layers, device);
-        let encoder = Encoder { backbone, head };
+        let head = ProjectionHead::new(backbone.dim(), &self.head, self.head.out_dim, device);
+        let d = self.head.out_dim;
+        let predictor = extras.predictor.as_ref().map(|p| {
+            let out = if p.out_dim == 0 { d } else { p.out_dim };
+            ProjectionHead::new(d, p, out, device)
+        });
+        let prototypes = extras.prototypes.map(|k| Prototypes::new(d, k, device));
+        let encoder = Encoder { backbone, head, predictor, prototypes };
         // burn initializes parameters lazily, on first use, drawing from the device's random
         // stream: left alone, the weights would depend on which parameter is touched first
         // (a ResNet's forward reaches a block's shortcut before its module order does). Drawing
@@ -87,6 +82,15 @@ impl ModelConfig {
         encoder.visit(&mut Materialize);
         encoder
     }
+}
+
+/// What a method adds to the backbone and projection head.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Extras {
+    /// A predictor on the projections (its `out_dim` 0: the projection's dimension).
+    pub predictor: Option<HeadConfig>,
+    /// DINO's prototypes after the head: their number.
+    pub prototypes: Option<usize>,
 }
 
 /// Reads every parameter once (see [`ModelConfig::init`]).
@@ -124,11 +128,14 @@ impl Backbone {
     }
 }
 
-/// Backbone and projection head.
+/// Backbone and projection head, and a method's predictor or prototypes. A teacher
+/// ([`crate::method::ema`]) is an encoder without a predictor.
 #[derive(Module, Debug)]
 pub struct Encoder {
     pub backbone: Backbone,
     pub head: ProjectionHead,
+    pub predictor: Option<ProjectionHead>,
+    pub prototypes: Option<Prototypes>,
 }
 
 impl Encoder {
@@ -137,5 +144,22 @@ impl Encoder {
         let h = self.backbone.forward(x);
         let z = self.head.forward(h.clone());
         (h, z)
+    }
+
+    /// What the method's loss sees of each view, one row per view: the projection `z`; with a
+    /// predictor `[z | p]` (the projection, then the prediction `p` of it, side by side); with
+    /// prototypes, DINO's logits over them.
+    pub fn rows(&self, x: Tensor<4>) -> Tensor<2> {
+        let (_, z) = self.forward(x);
+        if let Some(p) = &self.prototypes {
+            return p.forward(z);
+        }
+        match &self.predictor {
+            Some(pred) => {
+                let p = pred.forward(z.clone());
+                Tensor::cat(vec![z, p], 1)
+            }
+            None => z,
+        }
     }
 }

@@ -3,12 +3,16 @@
 //!
 //! - [`convnet`]: the small 4-layer CPU workhorse;
 //! - [`resnet`]: ResNet-18/34/50 with a CIFAR or ImageNet stem;
-//! - [`head`]: the SimCLR projection MLP;
-//! - [`encoder`]: backbone + head, and the configuration that builds them.
+//! - [`head`]: the projection MLP (and the same shape for predictors);
+//! - [`prototypes`]: DINO's weight-normalized last layer;
+//! - [`encoder`]: backbone + head (+ a method's predictor or prototypes), and the configuration
+//!   that builds them.
 
 pub mod convnet;
 pub mod encoder;
 pub mod head;
+pub mod prototypes;
 pub mod resnet;
 
-pub use encoder::{Arch, Backbone, Encoder, ModelConfig, Stem};
+pub use encoder::{Arch, Backbone, Encoder, Extras, ModelConfig, Stem};
+pub use head::{Activation, HeadConfig};

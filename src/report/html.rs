@@ -105,7 +105,7 @@ fn charts(m: &[StepMetrics], dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 fn data_pictures(run: &RunDir, dir: &Path, backend: BackendChoice) -> Result<Vec<(String, PathBuf)>> {
     let data = std::fs::read_to_string(run.data()).context("the run has no data.txt")?;
     let data = PathBuf::from(data.trim());
-    let enc = load(&run.root, backend)?;
+    let enc = load(&run.root, backend, None)?;
     let mut cfg = enc.config.clone();
     cfg.data.limit = Some(2000);
     let ds = open_dataset(&data, &cfg, false).with_context(|| format!("opening the run's data {}", data.display()))?;
@@ -209,6 +209,18 @@ pub fn write_report(run_root: &Path, backend: BackendChoice, verbose: bool) -> R
     };
     row(&mut h, "data", data.trim());
     row(&mut h, "device", device.trim());
+    if let Ok(cfg) = crate::eval::load::checkpoint_config(&ck) {
+        let kind = cfg.method.kind;
+        row(
+            &mut h,
+            "method",
+            &format!(
+                "{} (the monitor, neighbours and default evaluation use the {})",
+                kind.name(),
+                kind.default_weights().name()
+            ),
+        );
+    }
     row(
         &mut h,
         "progress",

@@ -23,10 +23,19 @@ pub struct StepMetrics {
     /// call it `images_per_sec`.
     #[serde(alias = "images_per_sec")]
     pub pairs_per_sec: f64,
-    /// Mean cosine similarity of positive pairs (projections).
+    /// Mean cosine similarity of positive pairs: for SimCLR the two views' projections; for the
+    /// other methods each view's loss row (prediction, query, projection, DINO's logits) with the
+    /// other view's target (`crate::method::objective`).
     pub pos_sim: f64,
-    /// Mean cosine similarity of negative pairs (projections).
+    /// The same over the negative pairs (other images' targets, or MoCo's queue).
     pub neg_sim: f64,
+    /// NNCLR with labels: the share of nearest neighbours (from the support queue) whose label
+    /// is the anchor's, over the anchors whose neighbour has a label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neighbour_agreement: Option<f64>,
+    /// The EMA teacher's momentum at this step (methods with a teacher).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_momentum: Option<f64>,
     /// Seconds of training since the run started (across resumes).
     #[serde(default)]
     pub elapsed_s: f64,

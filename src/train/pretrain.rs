@@ -28,7 +28,7 @@ use super::progress::TrainProgress;
 use super::resume::{check_same_config, read_checkpoint};
 use super::run_dir::{Resume, RunDir};
 use super::signals::{StopRequest, StoppedBySignal};
-use super::step::train_step;
+use super::step::{StepAt, train_step};
 use crate::backend::{self, BackendChoice};
 use crate::checkpoint::{Checkpoint, Position};
 use crate::config::Config;
@@ -36,6 +36,7 @@ use crate::data::{Dataset, open_dataset};
 use crate::dist::{self, World};
 use crate::eval::monitor::{Monitor, split_holdout};
 use crate::loss::LossKind;
+use crate::method::{MethodState, Weights};
 use crate::model::Encoder;
 use crate::named_tensors;
 use crate::optim::{Optimizer, Schedule};
@@ -93,6 +94,8 @@ struct Trainer<'a> {
     run: RunDir,
     schedule: Schedule,
     steps_per_epoch: u64,
+    /// Steps of the whole run.
+    total_steps: u64,
     monitor: Option<Monitor>,
     stop_on_collapse: bool,
     /// Training seconds before this process started (from the checkpoint).
@@ -120,6 +123,8 @@ const CHECK_EVERY: u64 = 100;
 /// The loop's mutable state. (`model` is only `None` for the duration of a step.)
 struct State {
     model: Option<Encoder>,
+    /// The method's teacher, queue, centre.
+    method: MethodState,
     optim: Optimizer,
     pos: Position,
     last_loss: Option<f32>,
@@ -129,6 +134,15 @@ struct State {
 impl Trainer<'_> {
     fn elapsed(&self) -> f64 {
         self.elapsed_before + self.started.elapsed().as_secs_f64()
+    }
+
+    /// The network that evaluation uses by default ([`crate::method::MethodKind::default_weights`]):
+    /// what the monitor and the online k-NN measure.
+    fn watched<'s>(&self, student: &'s Encoder, method: &'s MethodState) -> &'s Encoder {
+        match (self.cfg.method.kind.default_weights(), &method.teacher) {
+            (Weights::Teacher, Some(t)) => t,
+            _ => student,
+        }
     }
 
     /// Trains the rest of epoch `pos.epoch`, writing the checkpoints its cadence asks for.
@@ -165,10 +179,13 @@ impl Trainer<'_> {
                 let lr = self.schedule.lr(st.pos.global_step);
                 let (n, input) = (b.n, b.to_device(&self.device));
                 let model = st.model.take().expect("model present between steps");
+                let at = StepAt { lr, step: st.pos.global_step, total_steps: self.total_steps, epoch: st.pos.epoch };
                 let (trained, out) =
-                    train_step(model, &mut st.optim, cfg, input, b.labels.as_deref(), lr, &self.world)?;
+                    train_step(model, &mut st.method, &mut st.optim, cfg, input, b.labels.as_deref(), at, &self.world)?;
                 st.model = Some(trained);
                 let model = st.model.as_ref().expect("just set");
+                // The network evaluation uses (DINO: the teacher), which the monitor watches.
+                let watched = self.watched(model, &st.method);
                 let loss = out.loss;
                 if !loss.is_finite() {
                     bail!(
@@ -192,7 +209,7 @@ impl Trainer<'_> {
 
                 let mut record = None;
                 if let Some(m) = self.monitor.as_ref().filter(|m| m.due(st.pos.global_step)) {
-                    let r = m.stats(model, &inner);
+                    let r = m.stats(watched, &inner);
                     if !r.collapse.is_empty() {
                         if !st.collapsed || self.stop_on_collapse {
                             progress.warn(&format!(
@@ -217,7 +234,7 @@ impl Trainer<'_> {
                 }
                 let last_of_epoch = st.pos.step_in_epoch == self.steps_per_epoch;
                 if let Some(m) = self.monitor.as_ref().filter(|m| last_of_epoch && m.knn_due(st.pos.epoch + 1)) {
-                    let k = m.knn(model, &inner, self.full, self.aug);
+                    let k = m.knn(watched, &inner, self.full, self.aug);
                     progress.println(&format!(
                         "epoch {}: online k-NN top-1 {:.2}% (k = {})",
                         st.pos.epoch + 1,
@@ -238,6 +255,11 @@ impl Trainer<'_> {
                         pairs_per_sec,
                         pos_sim: scalar(out.pos_sim),
                         neg_sim: scalar(out.neg_sim),
+                        neighbour_agreement: out.neighbour_agreement,
+                        teacher_momentum: st.method.teacher.is_some().then(|| {
+                            let m = &cfg.method;
+                            crate::method::ema::momentum_at(m.momentum, m.momentum_schedule, at.step, at.total_steps)
+                        }),
                         elapsed_s: self.elapsed(),
                         world_size: self.world.size(),
                         size,
@@ -293,11 +315,13 @@ impl Trainer<'_> {
         if let Some(m) = metrics.as_mut() {
             m.sync()?;
         }
+        let (method, method_notes) = st.method.export();
         let ck = Checkpoint {
             position: st.pos,
             model: named_tensors::collect(model),
             optimizer_steps: st.optim.steps(),
             optimizer: st.optim.export_state(),
+            method,
             config: self.cfg.to_toml(),
             notes: [
                 ("device".to_string(), self.device_name.clone()),
@@ -306,6 +330,7 @@ impl Trainer<'_> {
             ]
             .into_iter()
             .chain(self.init.clone().map(|p| ("init".to_string(), p)))
+            .chain(method_notes)
             .collect(),
         };
         let keep = self.cfg.train.keep_checkpoints;
@@ -388,6 +413,21 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
     };
     if opts.verbose {
         eprintln!("device: {}{ranks}", chosen.description);
+        let kind = cfg.method.kind;
+        if kind != crate::method::MethodKind::Simclr {
+            let parts: Vec<&str> = [
+                (kind.has_teacher(), "EMA teacher"),
+                (kind.has_predictor(), "predictor"),
+                (kind.has_queue(), "queue"),
+                (kind == crate::method::MethodKind::Dino, "prototypes"),
+            ]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, name)| *name)
+            .collect();
+            let parts = if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) };
+            eprintln!("method: {}{parts}", kind.name());
+        }
     }
     if root {
         crate::atomic::write_bytes(&run.device(), format!("{}{ranks}\n", chosen.description).as_bytes())?;
@@ -435,7 +475,8 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
     let device = chosen.device.clone().autodiff();
     device.seed(cfg.seed);
     let mut st = State {
-        model: Some(cfg.model.init(&device)),
+        model: Some(cfg.encoder(&device)),
+        method: MethodState::default(),
         optim: Optimizer::new(cfg.optim.clone()),
         pos: Position::default(),
         last_loss: None,
@@ -483,6 +524,9 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
                 .context("loading the checkpoint's weights")?,
         );
         st.optim.import_state(ck.optimizer_steps, &ck.optimizer, &device)?;
+        let fresh = MethodState::new(&cfg, st.model.as_ref().expect("loaded above"), &device);
+        st.method = MethodState::import(fresh, &ck.method, &ck.notes, cfg.method.kind)
+            .with_context(|| format!("{}: the method's state", source.display()))?;
         st.optim.check_fits(&named_tensors::collect(st.model.as_ref().expect("loaded above")))?;
         st.pos = ck.position;
         elapsed_before = ck.notes.get("elapsed_s").and_then(|v| v.parse().ok()).unwrap_or(0.0);
@@ -496,6 +540,10 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
         }
     }
 
+    if resumed.is_none() {
+        // The teacher starts as a copy of the student (after --init and rank 0's broadcast).
+        st.method = MethodState::new(&cfg, st.model.as_ref().expect("built above"), &device);
+    }
     let steps_per_epoch = (train.len() / batch) as u64;
     let total_steps = steps_per_epoch * cfg.train.epochs;
     let warmup = (cfg.optim.warmup_epochs * steps_per_epoch as f64).round() as u64;
@@ -521,6 +569,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
         run,
         schedule,
         steps_per_epoch,
+        total_steps,
         monitor,
         stop_on_collapse: opts.stop_on_collapse || cfg.monitor.stop_on_collapse,
         elapsed_before,
