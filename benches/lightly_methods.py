@@ -62,7 +62,7 @@ METHODS = {
     "byol": dict(lr=0.12, wd=5e-4, momentum=0.99),         # lightly's loss at lightly's lr and decay
     "simsiam": dict(lr=0.06, wd=5e-4, scaled=False, scale=(0.2, 1.0)),
     "barlowtwins": dict(lr=0.12, wd=5e-4),
-    "vicreg": dict(lr=0.12, wd=5e-4),
+    "vicreg": dict(lr=0.03, wd=5e-4),
     "nnclr": dict(lr=0.12, wd=5e-4),
     "dino": dict(lr=0.12, wd=5e-4, momentum=0.99, scale=(0.4, 1.0)),
 }
@@ -129,15 +129,20 @@ class Method(nn.Module):
             self.bank = NNMemoryBankModule(size=(4096, 256))
             self.crit = NTXentLoss(temperature=0.5)
         elif kind == "dino":
-            self.head = DINOProjectionHead(D, 2048, 256, 2048, batch_norm=True, freeze_last_layer=1)
-            # lightly's CIFAR-10 benchmark: a 2-layer MLP with batch norm and GELU.
-            self.head.layers = ProjectionHead([(D, 2048, bn(2048), nn.GELU()), (2048, 256, None, None)]).layers
+            self.head = dino_head()
             self.crit = DINOLoss(output_dim=2048)
         else:
             raise SystemExit(f"unknown method {kind}")
-        if kind in ("moco", "mocov3", "byol", "dino"):
-            # The teacher starts as a copy of the student (selfsup's; lightly's DINO benchmark
-            # draws a fresh teacher head).
+        if kind == "dino":
+            # weight_norm's parameters cannot be deep-copied: a second head, then the student's
+            # weights (the teacher starts as a copy, as selfsup's; lightly's DINO benchmark
+            # leaves the teacher head at its own random draw).
+            (self.t_backbone,) = teacher_of(self.backbone)
+            self.t_head = dino_head()
+            self.t_head.load_state_dict(self.head.state_dict())
+            deactivate_requires_grad(self.t_head)
+        elif kind in ("moco", "mocov3", "byol"):
+            # The teacher starts as a copy of the student.
             self.t_backbone, self.t_head = teacher_of(self.backbone, self.head)
 
     def student(self, x):
@@ -182,6 +187,14 @@ class Method(nn.Module):
             student = [self.student(x0), self.student(x1)]
             return self.crit(teacher, student, epoch=epoch)
         raise AssertionError(k)
+
+
+def dino_head():
+    """lightly's CIFAR-10 benchmark's DINO head: a 2-layer MLP with batch norm and GELU to the
+    256-d bottleneck, then the weight-normalized prototypes."""
+    head = DINOProjectionHead(D, 2048, 256, 2048, batch_norm=True, freeze_last_layer=1)
+    head.layers = ProjectionHead([(D, 2048, nn.BatchNorm1d(2048), nn.GELU()), (2048, 256, None, None)]).layers
+    return head
 
 
 def mocov3_loss(q, k, t):

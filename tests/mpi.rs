@@ -117,12 +117,63 @@ fn two_ranks_with_sync_bn_train_as_one_process_with_the_whole_batch() {
     }
 }
 
+/// Every method over real MPI: two ranks × 16 pairs with synchronized batch norm against one
+/// process × 32 pairs, three SGD steps: every loss within 10⁻⁵ (relative), the weights within
+/// 10⁻³ (of 1, or of the tensor's scale when larger), and the method state of rank 0's checkpoint — the teacher, the queue that received both
+/// ranks' keys, DINO's centre — within 10⁻³ of the process's.
+#[test]
+fn every_method_trains_as_two_ranks_over_mpi_as_one_process() {
+    let _one_at_a_time = serial();
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    shapes_folder(&data, 4, 20, 16);
+    for kind in selfsup::method::MethodKind::ALL.into_iter().filter(|k| *k != selfsup::method::MethodKind::Simclr) {
+        let name = kind.name();
+        let mut sets: Vec<String> =
+            ["model.sync_batch_norm=true", "train.batch_size=32", "train.epochs=2", "optim.momentum=0.9"]
+                .map(String::from)
+                .to_vec();
+        sets.extend(common::method_sets(kind));
+        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+        let (one, two) = (d.path().join(format!("one-{name}")), d.path().join(format!("two-{name}")));
+        let mut single = Command::new(BIN);
+        single.args(pretrain_args(&data, &one, &sets)).args(["--stop-after-steps", "3"]);
+        single.env("RAYON_NUM_THREADS", "2");
+        let (st, err) = launch_and_wait(single, d.path(), "one", Duration::from_secs(300));
+        assert!(st.success(), "{name}, one process: {err}");
+        let mut ranks = mpirun();
+        ranks.args(["-np", "2", BIN]).args(pretrain_args(&data, &two, &sets)).args(["--stop-after-steps", "3"]);
+        let (st, err) = launch_and_wait(ranks, d.path(), "two", Duration::from_secs(300));
+        assert!(st.success(), "{name}, two ranks: {err}");
+        let (loss1, _) = results(&one);
+        let (loss2, _) = results(&two);
+        assert_eq!(loss2.len(), 3, "{name}");
+        for (a, b) in loss2.iter().zip(&loss1) {
+            assert!((a - b).abs() <= 1e-5 * b.abs().max(1e-3), "{name}: losses {loss2:?} vs {loss1:?}");
+        }
+        let (ck1, ck2) = (
+            Checkpoint::load(&one.join("checkpoint.safetensors")).unwrap(),
+            Checkpoint::load(&two.join("checkpoint.safetensors")).unwrap(),
+        );
+        assert_eq!(ck1.method.len(), ck2.method.len(), "{name}");
+        for (what, a, b) in [("weights", &ck2.model, &ck1.model), ("method state", &ck2.method, &ck1.method)] {
+            for (x, y) in a.iter().zip(b.iter()) {
+                assert_eq!(x.name, y.name);
+                let worst = x.values.iter().zip(&y.values).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+                let scale = y.values.iter().fold(1f32, |m, v| m.max(v.abs()));
+                assert!(worst <= 1e-3 * scale, "{name} {what}: {} differs by {worst} (scale {scale})", x.name);
+            }
+        }
+        assert_eq!(ck1.notes.get("method.queue_next"), ck2.notes.get("method.queue_next"), "{name}: queue position");
+    }
+}
+
 /// The weights a run of the smoke configuration with `arch` starts from.
 fn initial_model(arch: &str) -> Vec<NamedTensor> {
     let cfg = selfsup::config::Config::load(Some(Path::new(SMOKE)), &[format!("model.arch={arch}")]).unwrap();
     let device = burn::tensor::Device::flex().autodiff();
     device.seed(cfg.seed);
-    selfsup::named_tensors::collect(&cfg.model.init(&device))
+    selfsup::named_tensors::collect(&cfg.encoder(&device))
 }
 
 /// PIDs of the selfsup processes whose environment holds `mark` and rank `rank`.

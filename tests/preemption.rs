@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Launch, SMOKE, run, selfsup, shapes_folder, signal};
+use common::{Launch, SMOKE, method_sets, run, selfsup, shapes_folder, signal};
 use selfsup::checkpoint::Checkpoint;
+use selfsup::method::MethodKind;
 use selfsup::named_tensors::NamedTensor;
 use selfsup::train::metrics;
 
@@ -108,29 +109,50 @@ fn reference(f: &Fixture, sets: &[&str]) -> (Vec<(u64, f64)>, Checkpoint) {
     (losses(&out), final_checkpoint(&out))
 }
 
+/// For every method: SIGTERM at a random step checkpoints there (exit 75) and the same command
+/// with `--resume` ends with the uninterrupted run's losses, weights, optimizer state and method
+/// state (teacher, queue and its write position, DINO's centre), bit for bit.
 #[test]
 fn sigterm_at_a_random_step_checkpoints_there_and_the_resumed_run_equals_an_uninterrupted_one() {
     let f = fixture();
-    let sets = ["train.epochs=20", "optim.kind=\"lars\""];
-    let (want_losses, want) = reference(&f, &sets);
     let mut pick = choices(test_seed());
-    let at = 2 + pick(50);
-    let out = f.root.join("run");
-    let mut launch = Launch::start(pretrain(&f, &out, &sets, &[]), &f.root, "sigterm");
-    wait_for_step(&mut launch, &out, at);
-    signal(launch.child.id(), "-TERM");
-    let (st, err) = launch.wait(Duration::from_secs(60));
-    assert_eq!(st.code(), Some(RESUMABLE), "{err}");
-    assert!(err.contains("SIGTERM: finishing this step") && err.contains("stopped by SIGTERM at step"), "{err}");
-    let stopped = final_checkpoint(&out).position;
-    assert!(stopped.global_step >= at && stopped.global_step < 100, "signal after step {at}: {stopped:?}");
-    // The same command again, with --resume, continues to the end.
-    let (st, err) = finish(pretrain(&f, &out, &sets, &["--resume", "-q"]), &f, "resume");
-    assert!(st.success(), "{err}");
-    assert_eq!(losses(&out), want_losses, "loss sequences (stopped at {stopped:?})");
-    let got = final_checkpoint(&out);
-    assert_same(&got.model, &want.model, "final weights and batch-norm statistics");
-    assert_same(&got.optimizer, &want.optimizer, "optimizer state");
+    for kind in MethodKind::ALL {
+        // SimCLR with LARS for 100 steps; the other methods for 30.
+        let mut sets: Vec<String> = match kind {
+            MethodKind::Simclr => vec!["train.epochs=20".into(), "optim.kind=\"lars\"".into()],
+            _ => [vec!["train.epochs=6".to_string()], method_sets(kind)].concat(),
+        };
+        let total = if kind == MethodKind::Simclr { 100 } else { 30 };
+        sets.push(format!("seed={}", 1 + pick(1000)));
+        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+        let name = kind.name();
+        let reference_dir = f.root.join(format!("reference-{name}"));
+        let (st, err) = finish(pretrain(&f, &reference_dir, &sets, &["-q"]), &f, &format!("reference-{name}"));
+        assert!(st.success(), "{name}: {err}");
+        let (want_losses, want) = (losses(&reference_dir), final_checkpoint(&reference_dir));
+        let at = 2 + pick(total - 4);
+        let out = f.root.join(format!("run-{name}"));
+        let mut launch = Launch::start(pretrain(&f, &out, &sets, &[]), &f.root, &format!("sigterm-{name}"));
+        wait_for_step(&mut launch, &out, at);
+        signal(launch.child.id(), "-TERM");
+        let (st, err) = launch.wait(Duration::from_secs(60));
+        assert_eq!(st.code(), Some(RESUMABLE), "{name}: {err}");
+        assert!(err.contains("SIGTERM: finishing this step") && err.contains("stopped by SIGTERM at step"), "{err}");
+        let stopped = final_checkpoint(&out).position;
+        assert!(
+            stopped.global_step >= at && stopped.global_step < total,
+            "{name}: signal after step {at}: {stopped:?}"
+        );
+        // The same command again, with --resume, continues to the end.
+        let (st, err) = finish(pretrain(&f, &out, &sets, &["--resume", "-q"]), &f, &format!("resume-{name}"));
+        assert!(st.success(), "{name}: {err}");
+        assert_eq!(losses(&out), want_losses, "{name}: loss sequences (stopped at {stopped:?})");
+        let got = final_checkpoint(&out);
+        assert_same(&got.model, &want.model, &format!("{name}: final weights and batch-norm statistics"));
+        assert_same(&got.optimizer, &want.optimizer, &format!("{name}: optimizer state"));
+        assert_same(&got.method, &want.method, &format!("{name}: method state"));
+        assert_eq!(got.notes.get("method.queue_next"), want.notes.get("method.queue_next"), "{name}: queue position");
+    }
 }
 
 #[test]
@@ -157,11 +179,15 @@ fn a_second_signal_exits_at_once_and_sigusr1_stops_like_sigterm() {
 }
 
 /// kill -9 at 10 random points, each time restarted with the same command line
-/// (`--resume=auto`, as a requeued job does); checkpoints every 2 steps, the last 3 kept.
+/// (`--resume=auto`, as a requeued job does); checkpoints every 2 steps, the last 3 kept. MoCo,
+/// whose teacher and queue (with its write position) are in the checkpoint beside the weights.
 #[test]
 fn kill_9_at_random_points_then_the_same_command_again_ends_bit_identical() {
     let f = fixture();
-    let sets = ["train.epochs=8", "train.checkpoint_every_steps=2", "train.keep_checkpoints=3"];
+    let mut sets: Vec<String> =
+        ["train.epochs=8", "train.checkpoint_every_steps=2", "train.keep_checkpoints=3"].map(String::from).to_vec();
+    sets.extend(method_sets(MethodKind::Moco));
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
     let (want_losses, want) = reference(&f, &sets);
     let total = 40;
     let mut pick = choices(test_seed());
@@ -192,6 +218,7 @@ fn kill_9_at_random_points_then_the_same_command_again_ends_bit_identical() {
     let got = final_checkpoint(&out);
     assert_same(&got.model, &want.model, "final weights and batch-norm statistics");
     assert_same(&got.optimizer, &want.optimizer, "optimizer state");
+    assert_same(&got.method, &want.method, "teacher and queue");
     let kept: Vec<String> = std::fs::read_dir(out.join("checkpoints"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -188,12 +188,22 @@ impl Trainer<'_> {
                 let watched = self.watched(model, &st.method);
                 let loss = out.loss;
                 if !loss.is_finite() {
+                    use crate::method::MethodKind;
+                    let temperature = match cfg.method.kind {
+                        MethodKind::Simclr | MethodKind::Moco | MethodKind::Mocov3 | MethodKind::Nnclr => {
+                            format!(" or a temperature too low (loss.temperature = {})", cfg.loss.temperature)
+                        }
+                        MethodKind::Dino => format!(
+                            " or a temperature too low (method.student_temperature = {}, method.teacher_temperature = {})",
+                            cfg.method.student_temperature, cfg.method.teacher_temperature
+                        ),
+                        _ => String::new(),
+                    };
                     bail!(
-                        "the loss became {loss} at step {} (epoch {}): training diverged. Likely causes: a learning rate too high (optim.lr = {}, {lr:.5} at this step) or a temperature too low (loss.temperature = {}). The last good checkpoint, if any, is {}",
+                        "the loss became {loss} at step {} (epoch {}): training diverged. Likely causes: a learning rate too high (optim.lr = {}, {lr:.5} at this step){temperature}. The last good checkpoint, if any, is {}",
                         st.pos.global_step + 1,
                         st.pos.epoch + 1,
                         cfg.optim.lr,
-                        cfg.loss.temperature,
                         self.run.checkpoint().display()
                     );
                 }

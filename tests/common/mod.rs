@@ -173,3 +173,29 @@ pub fn pretrain_args(data: &Path, out: &Path, sets: &[&str]) -> Vec<String> {
     }
     a
 }
+
+/// The `--set`s that make `kind` small enough for these tests (the smoke configuration's
+/// heads; a queue of 24 that wraps, DINO with two small views and its first epoch's prototypes
+/// frozen across the stop).
+pub fn method_sets(kind: selfsup::method::MethodKind) -> Vec<String> {
+    let mut sets = vec![format!("method.kind={}", kind.name())];
+    let keys = kind.keys();
+    for (key, value) in [
+        ("predictor", "method.predictor.hidden_dim=32"),
+        ("queue_size", "method.queue_size=24"),
+        ("prototypes", "method.prototypes=32"),
+    ] {
+        if keys.contains(&key) {
+            sets.push(value.to_string());
+        }
+    }
+    if kind == selfsup::method::MethodKind::Vicreg {
+        // Its 25× terms diverge at the smoke configuration's rate.
+        sets.push("optim.lr=0.01".into());
+    }
+    if kind == selfsup::method::MethodKind::Dino {
+        sets.push("augment.small_views=2".into());
+        sets.push("augment.small.size=8".into());
+    }
+    sets
+}
