@@ -29,10 +29,8 @@ Usage:
   python3 benches/lightly_methods.py --method byol --train /tmp/cifar10/train --test /tmp/cifar10/test --epochs 10
 Not part of the tests (CI has no lightly).
 """
-import argparse
 import copy
 import math
-import random
 import statistics
 import time
 
@@ -49,7 +47,7 @@ from lightly.models.modules.heads import (BYOLPredictionHead, DINOProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 
-from torch_simclr import MEAN, STD, features, folder, knn
+from torch_simclr import MEAN, STD, arguments, features, knn, setup
 from torch_train import ConvNet
 
 D = 256  # the convnet's feature dimension
@@ -205,26 +203,9 @@ def mocov3_loss(q, k, t):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--method", required=True, choices=sorted(METHODS))
-    ap.add_argument("--train", required=True)
-    ap.add_argument("--test", required=True)
-    ap.add_argument("--per-class", type=int, default=1000)
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args()
+    a = arguments(10, **{"--method": dict(required=True, choices=sorted(METHODS))})
     spec = METHODS[a.method]
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-    random.seed(a.seed)
-    train_all, test = folder(a.train), folder(a.test)
-    by_class = {}
-    for it in train_all:
-        by_class.setdefault(it[1], []).append(it)
-    subset = [it for c in sorted(by_class) for it in random.sample(by_class[c], a.per_class)]
+    train_all, subset, test = setup(a)
     loader = torch.utils.data.DataLoader(Pairs(subset, spec.get("scale", (0.08, 1.0))), batch_size=a.batch,
                                          shuffle=True, drop_last=True, num_workers=a.workers,
                                          persistent_workers=a.workers > 0)

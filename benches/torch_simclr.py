@@ -74,17 +74,25 @@ def knn(ftr, ltr, fte, lte, k=200, t=0.1, classes=10):
     return correct / len(fte)
 
 
-def main():
+def arguments(epochs, **extra):
+    """The command line both reference scripts share (`extra`: more options, name → kwargs)."""
     ap = argparse.ArgumentParser()
+    for name, kw in extra.items():
+        ap.add_argument(name, **kw)
     ap.add_argument("--train", required=True)
     ap.add_argument("--test", required=True)
     ap.add_argument("--per-class", type=int, default=1000)
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=epochs)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args()
+    return ap.parse_args()
+
+
+def setup(a):
+    """Threads and seeds as `a` says; the training folder, its stratified subset of `a.per_class`
+    images per class, and the test folder."""
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     random.seed(a.seed)
@@ -93,6 +101,12 @@ def main():
     for it in train_all:
         by_class.setdefault(it[1], []).append(it)
     subset = [it for c in sorted(by_class) for it in random.sample(by_class[c], a.per_class)]
+    return train_all, subset, test
+
+
+def main():
+    a = arguments(30)
+    train_all, subset, test = setup(a)
     loader = torch.utils.data.DataLoader(Pairs(subset), batch_size=a.batch, shuffle=True, drop_last=True,
                                          num_workers=a.workers, persistent_workers=a.workers > 0)
     model = SimCLR(ConvNet())

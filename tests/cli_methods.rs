@@ -136,7 +136,9 @@ fn every_method_trains_from_its_config_on_flex_and_ndarray_and_evaluates() {
 }
 
 /// `export --weights teacher` holds the teacher's backbone (not the student's), says so in its
-/// metadata, and the default is the student for BYOL and the teacher for DINO.
+/// metadata, and the default is the student for BYOL and the teacher for DINO; `pretrain
+/// --init` of such an export starts the student and the teacher from it; the report names the
+/// method and the network it shows.
 #[test]
 fn export_takes_the_student_or_the_teacher_and_records_which() {
     let d = tempfile::tempdir().unwrap();
@@ -182,6 +184,43 @@ fn export_takes_the_student_or_the_teacher_and_records_which() {
             );
         }
     }
+    // `--init` starts the student's backbone, and the teacher starts as its copy.
+    let init = d.path().join(format!("{}-student.safetensors", MethodKind::Byol.name()));
+    let out = d.path().join("init");
+    let (ok, err) = pretrain(
+        MethodKind::Dino,
+        &data,
+        &out,
+        "flex",
+        2,
+        &["--init", init.to_str().unwrap(), "--stop-after-steps", "0"],
+    );
+    assert!(ok, "{err}");
+    let ck = Checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+    let bytes = std::fs::read(&init).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut checked = 0;
+    for name in st.names() {
+        let want: Vec<f32> = st
+            .tensor(name)
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let student = &ck.model.iter().find(|t| &t.name == name).unwrap().values;
+        let teacher = &ck.method.iter().find(|t| t.name == format!("teacher.{name}")).unwrap().values;
+        assert_eq!((student, teacher), (&want, &want), "{name}");
+        checked += 1;
+    }
+    assert!(checked > 10, "{checked} backbone tensors");
+    let (o, err) = run(&["report", out.to_str().unwrap(), "--backend", "flex"]);
+    assert!(o.status.success(), "{err}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("dino (the monitor, neighbours and default evaluation use the teacher)"),
+        "the report names the method"
+    );
 }
 
 /// SimSiam's ablation (Chen & He 2021, Fig. 2): without the stop-gradient the projections

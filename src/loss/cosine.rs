@@ -22,15 +22,17 @@ pub fn cross_view_cosine(p: Tensor<2>, t: Tensor<2>, n: usize) -> Tensor<1> {
 }
 
 /// The mean cosine of each row of `a` (`[2n, d]`) with the other view of the same image in `b`
-/// (positives) and with the other view of the other images (negatives), detached.
+/// (positives) and with the other view of the other images (negatives), detached. The sum over
+/// all pairs of a view is `(Σ_i â_i)·(Σ_j b̂_j)` of the unit rows, so the negatives cost
+/// `O(n·d)`, not an `n × n` similarity matrix (a step's statistics must be cheap: they are
+/// computed at every step, read only at logged ones).
 pub fn cross_view_stats(a: Tensor<2>, b: Tensor<2>, n: usize) -> (Tensor<1>, Tensor<1>) {
     let (a, b) = (l2_normalize(a.detach()), l2_normalize(other_view(b.detach(), n)));
-    let mut pos = Tensor::<1>::zeros([1], &a.device());
-    let mut all = pos.clone();
+    let pos = (a.clone() * b.clone()).sum().reshape([1]);
+    let mut all = Tensor::<1>::zeros([1], &a.device());
     for v in 0..2 {
         let (av, bv) = (a.clone().narrow(0, v * n, n), b.clone().narrow(0, v * n, n));
-        pos = pos + (av.clone() * bv.clone()).sum().reshape([1]);
-        all = all + av.matmul(bv.transpose()).sum().reshape([1]);
+        all = all + (av.sum_dim(0) * bv.sum_dim(0)).sum().reshape([1]);
     }
     let pairs = (2 * n) as f64;
     let negatives = (2 * n * n.saturating_sub(1)).max(1) as f64;
