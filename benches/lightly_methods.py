@@ -19,11 +19,12 @@ lightly's losses are used as lightly writes them. Where selfsup's loss is a mult
 its config's lr and weight decay make the same updates (BYOL: selfsup's Σ(2 − 2 cos) is 4x
 lightly's −mean cos, so selfsup's lr is lightly's / 4 and its weight decay 4x; see
 configs/cifar10-byol.toml). lightly has no MoCo v3 loss: it is written here as solo-learn writes it
-(2τ · cross-entropy, both orders summed). Differences left as they are, stated in BENCHMARKS.md:
-lightly's MoCo benchmark splits batch norm into 8 groups and shuffles the keys (not done here, nor
-in selfsup); its MoCo memory bank is pushed twice per step, the second query seeing the first
-push's keys (lightly's own behaviour, kept); lightly's bank drops the part of a batch that does
-not fit before its end (selfsup's wraps around).
+(2τ · cross-entropy, both orders summed). MoCo uses lightly's SplitBatchNorm (8 groups) and
+batch_shuffle of the keys, as lightly's benchmark does (selfsup: `method.shuffle_bn_splits`, the
+same 8 groups of one view each). Differences left as they are, stated in BENCHMARKS.md: lightly's
+MoCo memory bank is pushed twice per step, the second query seeing the first push's keys
+(lightly's own behaviour, kept); lightly's bank drops the part of a batch that does not fit
+before its end (selfsup's wraps around).
 
 Usage:
   python3 benches/lightly_methods.py --method byol --train /tmp/cifar10/train --test /tmp/cifar10/test --epochs 10
@@ -41,10 +42,11 @@ from PIL import Image
 from torchvision import transforms as T
 
 from lightly.loss import BarlowTwinsLoss, DINOLoss, NegativeCosineSimilarity, NTXentLoss, VICRegLoss
+from lightly.models.batchnorm import SplitBatchNorm
 from lightly.models.modules import NNMemoryBankModule
 from lightly.models.modules.heads import (BYOLPredictionHead, DINOProjectionHead, MoCoProjectionHead,
                                           NNCLRPredictionHead, ProjectionHead, SimSiamPredictionHead)
-from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.models.utils import batch_shuffle, batch_unshuffle, deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 
 from torch_simclr import MEAN, STD, arguments, features, knn, setup
@@ -101,6 +103,9 @@ class Method(nn.Module):
             self.head = ProjectionHead([(D, D, bn(D), nn.ReLU()), (D, 128, None, None)])
             self.crit = NTXentLoss(temperature=0.5)
         elif kind == "moco":
+            # lightly's MoCo benchmark: the backbone's batch norms split in 8 (SplitBatchNorm),
+            # the keys shuffled before the key encoder (selfsup: method.shuffle_bn_splits = 8).
+            split_batch_norm(self.backbone, 8)
             self.head = MoCoProjectionHead(D, 512, 128)
             self.crit = NTXentLoss(temperature=0.1, memory_bank_size=(4096, 128))
         elif kind == "mocov3":
@@ -158,7 +163,10 @@ class Method(nn.Module):
         if k == "simclr":
             return self.crit(self.student(x0), self.student(x1))
         if k == "moco":
-            q0, q1, k0, k1 = self.student(x0), self.student(x1), self.teacher(x0), self.teacher(x1)
+            def key(x):
+                x, shuffle = batch_shuffle(x)
+                return batch_unshuffle(self.teacher(x), shuffle)
+            q0, q1, k0, k1 = self.student(x0), self.student(x1), key(x0), key(x1)
             return 0.5 * (self.crit(q0, k1) + self.crit(q1, k0))
         if k == "mocov3":
             q0, q1 = self.pred(self.student(x0)), self.pred(self.student(x1))
@@ -185,6 +193,15 @@ class Method(nn.Module):
             student = [self.student(x0), self.student(x1)]
             return self.crit(teacher, student, epoch=epoch)
         raise AssertionError(k)
+
+
+def split_batch_norm(module, splits):
+    """Every BatchNorm2d under `module` replaced by lightly's SplitBatchNorm of `splits` groups."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, SplitBatchNorm(child.num_features, splits))
+        else:
+            split_batch_norm(child, splits)
 
 
 def dino_head():

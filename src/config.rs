@@ -396,6 +396,13 @@ impl Config {
                 ),
             )?;
         }
+        if kind == MethodKind::Moco && self.method.shuffle_bn_splits > 1 && m.sync_batch_norm {
+            bad(
+                "method.shuffle_bn_splits",
+                &self.method.shuffle_bn_splits,
+                "1 with model.sync_batch_norm = true (shuffling batch norm splits what synchronized batch norm makes global: choose one)",
+            )?;
+        }
         if kind == MethodKind::Dino && views.0 != 2 {
             bad(
                 "augment.views",

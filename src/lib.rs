@@ -1,9 +1,10 @@
 //! # selfsup
 //!
-//! Self-supervised pretraining of vision encoders (SimCLR). This crate holds what needs burn —
-//! the models, losses, training and evaluation — plus the command line; the data side lives in
-//! the burn-free crates `selfsup-datasets` (image sources) and `selfsup-augment` (two-view
-//! augmentation). See ARCHITECTURE.md for the map.
+//! Self-supervised pretraining of vision encoders (SimCLR, MoCo, BYOL, SimSiam, Barlow Twins,
+//! VICReg, NNCLR, DINO). This crate holds what needs burn — the models, losses, methods,
+//! training and evaluation — plus the command line; the data side lives in the burn-free crates
+//! `selfsup-datasets` (image sources) and `selfsup-augment` (two-view augmentation). See
+//! ARCHITECTURE.md for the map.
 
 pub mod atomic;
 pub mod backend;

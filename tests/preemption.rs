@@ -158,7 +158,10 @@ fn sigterm_at_a_random_step_checkpoints_there_and_the_resumed_run_equals_an_unin
 #[test]
 fn a_second_signal_exits_at_once_and_sigusr1_stops_like_sigterm() {
     let f = fixture();
-    let sets = ["train.epochs=400"];
+    // Steps long enough (ResNet-18, 40 images of 32 px: a few tenths of a second on 2 cores)
+    // that the second `kill` lands while the first signal's step is still running; with the
+    // smoke convnet's millisecond steps the run could finish its checkpoint and exit first.
+    let sets = ["train.epochs=400", "model.arch=\"resnet18\"", "train.batch_size=40", "augment.size=32"];
     let out = f.root.join("twice");
     let mut launch = Launch::start(pretrain(&f, &out, &sets, &[]), &f.root, "twice");
     wait_for_step(&mut launch, &out, 2);

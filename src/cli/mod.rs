@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
-/// Self-supervised (SimCLR) pretraining of vision encoders.
+/// Self-supervised pretraining of vision encoders (SimCLR, MoCo, BYOL, DINO, ...).
 #[derive(Parser, Debug)]
 #[command(name = "selfsup", version, about, propagate_version = true)]
 pub struct Cli {
@@ -38,7 +38,7 @@ pub enum Command {
     Preview(preview::PreviewArgs),
     /// Generate a small labelled image set, pretrain on it, evaluate and write a report.
     Demo(demo::DemoArgs),
-    /// Pretrain an encoder with SimCLR on a folder of images.
+    /// Pretrain an encoder on a folder of images (SimCLR, or the method of `[method]`).
     Pretrain(pretrain::PretrainArgs),
     /// Weighted k-NN accuracy of an encoder (or a baseline) on labelled folders.
     Knn(knn::KnnArgs),

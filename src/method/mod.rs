@@ -77,7 +77,7 @@ impl MethodKind {
         use MethodKind::*;
         match self {
             Simclr => &[],
-            Moco => &["momentum", "momentum_schedule", "queue_size", "symmetric"],
+            Moco => &["momentum", "momentum_schedule", "queue_size", "symmetric", "shuffle_bn_splits"],
             Mocov3 | Byol => &["momentum", "momentum_schedule", "predictor"],
             Simsiam => &["stop_gradient", "predictor"],
             Barlowtwins => &["lambda"],
@@ -110,6 +110,13 @@ impl MethodKind {
     /// Whether its student has a predictor head.
     pub fn has_predictor(self) -> bool {
         self.keys().contains(&"predictor")
+    }
+
+    /// Whether each view is its own batch-norm batch, as the method's reference implementation
+    /// encodes the two views in two passes (SimCLR's and DINO's encode the views of one
+    /// resolution together).
+    pub fn batch_norm_per_view(self) -> bool {
+        !matches!(self, MethodKind::Simclr | MethodKind::Dino)
     }
 
     /// The network evaluation uses by default: DINO's teacher (as its paper evaluates), the
@@ -172,6 +179,9 @@ pub struct MethodConfig {
     pub queue_size: usize,
     /// moco: the loss of both view orders (each view's query against the other's key).
     pub symmetric: bool,
+    /// moco: shuffling batch norm — each rank's batch (each micro-batch) normalized in this many
+    /// groups, the keys' after a shuffle (1: off; needs `model.sync_batch_norm = false`).
+    pub shuffle_bn_splits: usize,
     /// simsiam: no gradient through the target branch; `false` is the ablation that collapses.
     pub stop_gradient: bool,
     /// barlowtwins: weight λ of the off-diagonal (redundancy) terms.
@@ -206,6 +216,7 @@ impl Default for MethodConfig {
             momentum_schedule: MomentumSchedule::Cosine,
             queue_size: 4096,
             symmetric: true,
+            shuffle_bn_splits: 8,
             stop_gradient: true,
             lambda: 5e-3,
             invariance: 25.0,
@@ -350,6 +361,9 @@ impl MethodConfig {
         }
         if uses("queue_size") && self.queue_size == 0 {
             bad("queue_size", &self.queue_size, "at least 1 embedding")?;
+        }
+        if uses("shuffle_bn_splits") && self.shuffle_bn_splits == 0 {
+            bad("shuffle_bn_splits", &self.shuffle_bn_splits, "at least 1 (1: off)")?;
         }
         if uses("lambda") && !(self.lambda >= 0.0 && self.lambda.is_finite()) {
             bad("lambda", &self.lambda, "must be >= 0")?;

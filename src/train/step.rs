@@ -89,52 +89,125 @@ impl StepViews {
 
     /// The rows (`Encoder::rows`) of images `rows`' views of the first `groups` groups,
     /// `[V · rows.len(), cols]` in the loss's view-major order; each group is one forward pass
-    /// (one batch-norm batch).
-    fn project(&self, model: &Encoder, rows: &Range<usize>, groups: usize) -> Tensor<2> {
-        let mut parts: Vec<Tensor<2>> = self.groups[..groups]
-            .iter()
-            .map(|x| {
-                let x = if rows.len() == self.n {
-                    x.clone()
-                } else {
-                    let views = x.dims()[0] / self.n;
-                    Tensor::cat(
-                        (0..views).map(|v| x.clone().narrow(0, v * self.n + rows.start, rows.len())).collect(),
-                        0,
-                    )
-                };
-                model.rows(x)
-            })
-            .collect();
+    /// (one batch-norm batch), or with `per_view` each view of each group.
+    fn project(&self, model: &Encoder, rows: &Range<usize>, groups: usize, per_view: bool) -> Tensor<2> {
+        let mut parts: Vec<Tensor<2>> = Vec::new();
+        for x in &self.groups[..groups] {
+            let views = x.dims()[0] / self.n;
+            let view = |v: usize| x.clone().narrow(0, v * self.n + rows.start, rows.len());
+            if per_view {
+                parts.extend((0..views).map(|v| model.rows(view(v))));
+            } else if rows.len() == self.n {
+                parts.push(model.rows(x.clone()));
+            } else {
+                parts.push(model.rows(Tensor::cat((0..views).map(view).collect(), 0)));
+            }
+        }
         if parts.len() == 1 { parts.remove(0) } else { Tensor::cat(parts, 0) }
     }
 
-    /// The student's rows of every view.
-    fn student(&self, model: &Encoder, rows: &Range<usize>) -> Tensor<2> {
-        self.project(model, rows, self.groups.len())
+    /// The student's rows of every view, batch norm as `bn` says: over `bn.splits` near-equal
+    /// groups of the images `rows` (each group its own forward pass; 1: all of them at once),
+    /// each view on its own with `bn.per_view`.
+    fn student(&self, model: &Encoder, rows: &Range<usize>, bn: BnSplits) -> Tensor<2> {
+        let parts = split(rows, bn.splits);
+        let views = self.views();
+        view_major(
+            parts.iter().map(|r| self.project(model, r, self.groups.len(), bn.per_view)).collect(),
+            &parts,
+            views,
+        )
+    }
+
+    /// The full-size views of images `images` (indices into this batch), as a batch of their own.
+    fn pick(&self, images: &[usize]) -> StepViews {
+        let x = &self.groups[0];
+        let views = x.dims()[0] / self.n;
+        let idx: Vec<i64> = (0..views).flat_map(|v| images.iter().map(move |&i| (v * self.n + i) as i64)).collect();
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [views * images.len()]), &x.device());
+        StepViews { groups: vec![x.clone().select(0, idx)], n: images.len() }
+    }
+}
+
+/// `rows` in `parts` near-equal consecutive ranges (at most `rows.len()` of them, at least 1).
+fn split(rows: &Range<usize>, parts: usize) -> Vec<Range<usize>> {
+    let (n, parts) = (rows.len(), parts.clamp(1, rows.len().max(1)));
+    (0..parts).map(|k| rows.start + k * n / parts..rows.start + (k + 1) * n / parts).collect()
+}
+
+/// The rows of consecutive image ranges `ranges` (`parts[k]`: `[views · ranges[k].len(), d]`,
+/// view-major) as the rows of all their images in view-major order.
+fn view_major(mut parts: Vec<Tensor<2>>, ranges: &[Range<usize>], views: usize) -> Tensor<2> {
+    if parts.len() == 1 {
+        return parts.remove(0);
+    }
+    let mut ordered = Vec::with_capacity(views * parts.len());
+    for v in 0..views {
+        for (rows, part) in ranges.iter().zip(&parts) {
+            ordered.push(part.clone().narrow(0, v * rows.len(), rows.len()));
+        }
+    }
+    Tensor::cat(ordered, 0)
+}
+
+/// How a step's batch norm is split: each view its own batch-norm batch (`per_view`: the
+/// methods whose reference implementations encode the two views in two passes — MoCo, MoCo v3,
+/// BYOL, SimSiam, Barlow Twins, VICReg, NNCLR — where SimCLR's and DINO's encode all views of a
+/// resolution together), and MoCo's shuffling batch norm (He et al. 2020, §3.3, as
+/// lightly emulates it on one device with `SplitBatchNorm`) normalizes each micro-batch (each
+/// rank's share) in `method.shuffle_bn_splits` groups, the query encoder's groups in order and
+/// the key encoder's after a seeded shuffle, so that an image's key is normalized with other
+/// images than its query (else the batch statistics tell the positive key from the queue's).
+#[derive(Clone, Copy)]
+struct BnSplits {
+    splits: usize,
+    /// The shuffle's seed for this step.
+    seed: u64,
+    per_view: bool,
+}
+
+impl BnSplits {
+    fn of(cfg: &Config, at: &StepAt) -> Self {
+        let splits = if cfg.method.kind == MethodKind::Moco { cfg.method.shuffle_bn_splits.max(1) } else { 1 };
+        let per_view = cfg.method.kind.batch_norm_per_view();
+        Self { splits, seed: cfg.seed ^ at.step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5348_5546, per_view }
     }
 }
 
 /// The teacher's rows of the full-size views, `[2n, d]` view-major: each micro-batch forwarded
 /// without autodiff, batch norm on its batch statistics (its running ones move, as a momentum
-/// encoder's do in training mode).
-fn teacher_rows(teacher: &Encoder, input: &StepViews, chunks: &[Range<usize>]) -> Tensor<2> {
+/// encoder's do in training mode), in `bn.splits` groups of shuffled images when split.
+fn teacher_rows(teacher: &Encoder, input: &StepViews, chunks: &[Range<usize>], bn: BnSplits) -> Tensor<2> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
     let plain = input.without_autodiff();
+    let views = input.groups[0].dims()[0] / input.n;
+    let forward = |batch: &StepViews, rows: &Range<usize>| {
+        crate::cpu_kernels::extension::no_grad_training(true, || batch.project(teacher, rows, 1, bn.per_view))
+    };
     let parts: Vec<Tensor<2>> = chunks
         .iter()
-        .map(|rows| crate::cpu_kernels::extension::no_grad_training(true, || plain.project(teacher, rows, 1)))
+        .map(|rows| {
+            if bn.splits <= 1 {
+                return forward(&plain, rows);
+            }
+            let mut order: Vec<usize> = rows.clone().collect();
+            order.shuffle(&mut rand::rngs::Xoshiro256PlusPlus::seed_from_u64(bn.seed ^ rows.start as u64));
+            let shuffled = plain.pick(&order);
+            let groups = split(&(0..order.len()), bn.splits);
+            let z = view_major(groups.iter().map(|g| forward(&shuffled, g)).collect(), &groups, views);
+            // Back to the images' order: image rows.start + i is at its place in `order`.
+            let mut place = vec![0; order.len()];
+            for (k, &i) in order.iter().enumerate() {
+                place[i - rows.start] = k;
+            }
+            let len = order.len();
+            let idx: Vec<i64> = (0..views).flat_map(|v| place.iter().map(move |&k| (v * len + k) as i64)).collect();
+            let device = z.device();
+            z.select(0, Tensor::<1, Int>::from_data(TensorData::new(idx, [views * len]), &device))
+        })
         .collect();
-    if parts.len() == 1 {
-        return parts.into_iter().next().expect("one part");
-    }
-    let views = input.groups[0].dims()[0] / input.n;
-    let mut ordered = Vec::with_capacity(views * parts.len());
-    for v in 0..views {
-        for (rows, part) in chunks.iter().zip(&parts) {
-            ordered.push(part.clone().narrow(0, v * rows.len(), rows.len()));
-        }
-    }
-    Tensor::cat(ordered, 0)
+    view_major(parts, chunks, views)
 }
 
 /// The micro-batches of `n` images at most `micro` each (0: one batch), as equal as possible.
@@ -163,10 +236,11 @@ pub fn train_step(
     let synced = cfg.model.sync_batch_norm.then_some(world);
     let (n, views) = (input.n, input.views());
     let chunks = micro_batches(n, cfg.train.micro_batch);
+    let bn = BnSplits::of(cfg, &at);
     sync_bn::scope(synced, || {
         let labels = global_batch::labels(&**world, labels);
         let teacher = state.teacher.as_ref().map(|t| {
-            let rows = teacher_rows(t, &input, &chunks);
+            let rows = teacher_rows(t, &input, &chunks, bn);
             global_batch::projections(&**world, rows, n, input.groups[0].dims()[0] / n)
         });
         let global_loss = |z: Tensor<2>| {
@@ -189,7 +263,7 @@ pub fn train_step(
             neighbour_agreement: effects.neighbour_agreement,
         };
         let (mut grads, out, value) = if chunks.len() == 1 {
-            let (out, value) = global_loss(input.student(&model, &chunks[0]))?;
+            let (out, value) = global_loss(input.student(&model, &chunks[0], bn))?;
             if !value.is_finite() {
                 return Ok((model, report(&out.out, value, &out.effects)));
             }
@@ -201,7 +275,7 @@ pub fn train_step(
             let mut z = Vec::new();
             let mut d = 0;
             for rows in &chunks {
-                let zk = crate::cpu_kernels::extension::no_grad_training(false, || plain.student(&frozen, rows));
+                let zk = crate::cpu_kernels::extension::no_grad_training(false, || plain.student(&frozen, rows, bn));
                 d = zk.dims()[1];
                 z.resize(views * n * d, 0.0);
                 scatter_rows(&host(zk)?, &mut z, rows, n, d);
@@ -218,7 +292,7 @@ pub fn train_step(
             // back-propagated, the parameter gradients summed.
             let mut sum = GradientsAccumulator::<Encoder>::new();
             for rows in &chunks {
-                let zk = input.student(&model, rows);
+                let zk = input.student(&model, rows, bn);
                 let dzk = Tensor::<2>::from_data(TensorData::new(gather_rows(&dz, rows, n, d), zk.dims()), &device);
                 sum.accumulate(&model, GradientsParams::from_grads((zk * dzk).sum().backward(), &model));
             }
@@ -677,7 +751,13 @@ mod tests {
                         let gv = x.dims()[0] / n;
                         let xs: Vec<Tensor<4>> =
                             (0..gv).map(|v| x.clone().narrow(0, v * n + r.start, r.len())).collect();
-                        let z = model.rows(Tensor::cat(xs, 0));
+                        // SimCLR and DINO encode a resolution's views together, the others each
+                        // view apart.
+                        let z = if kind.batch_norm_per_view() {
+                            Tensor::cat(xs.into_iter().map(|x| model.rows(x)).collect(), 0)
+                        } else {
+                            model.rows(Tensor::cat(xs, 0))
+                        };
                         for v in 0..gv {
                             rows[v0 + v].push(z.clone().narrow(0, v * r.len(), r.len()));
                         }
@@ -686,8 +766,9 @@ mod tests {
                 }
                 let z = Tensor::cat(rows.into_iter().flatten().collect(), 0);
                 // The teacher: a copy of its own, so that its running statistics start alike.
-                let teacher =
-                    state.teacher.as_ref().map(|t| teacher_rows(&crate::method::ema::copy(t), &input, &chunks));
+                let teacher = state.teacher.as_ref().map(|t| {
+                    teacher_rows(&crate::method::ema::copy(t), &input, &chunks, BnSplits::of(&cfg, &StepAt::fixed(1.0)))
+                });
                 let out = objective::loss(&cfg, &state, Rows { student: z, teacher, n, views, labels: None }, 0).out;
                 let want_loss = out.loss.clone().into_scalar::<f32>();
                 let grads = GradientsParams::from_grads(out.loss.backward(), &model);
@@ -726,6 +807,68 @@ mod tests {
         }
     }
 
+    /// MoCo's shuffling batch norm: the queries' rows are those of each consecutive group of
+    /// images forwarded on its own (each view apart); the keys' are those of groups of shuffled images, each key
+    /// back in its image's row (checked against forwarding each shuffled group by hand); the
+    /// shuffle is not the identity, so a key's group differs from its query's.
+    #[test]
+    fn moco_normalizes_queries_in_groups_and_keys_in_shuffled_groups() {
+        use rand::SeedableRng;
+        use rand::seq::SliceRandom;
+        let mut cfg = method_config(MethodKind::Moco);
+        cfg.model.sync_batch_norm = false;
+        cfg.method.shuffle_bn_splits = 3;
+        let n = 12;
+        let device = Device::flex().autodiff();
+        let model = crate::named_tensors::apply(cfg.encoder(&device), &init_for(&cfg)).unwrap();
+        let teacher = crate::method::ema::copy(&model);
+        let input = StepViews::pairs(batch(n, 16, 3, &device), n);
+        let host = |t: Tensor<2>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(worst < 1e-5, "{what}: {worst}");
+        };
+        // Queries: groups 0..4, 4..8, 8..12.
+        let bn = BnSplits::of(&cfg, &StepAt { lr: 0.0, step: 7, total_steps: 10, epoch: 0 });
+        assert!(bn.per_view && bn.splits == 3);
+        let q = host(input.student(&model, &(0..n), bn));
+        let d = q.len() / (2 * n);
+        for g in [0..4, 4..8, 8..12] {
+            let rows = host(input.project(&model, &g, 1, true));
+            for v in 0..2 {
+                for (k, i) in g.clone().enumerate() {
+                    close(
+                        &q[(v * n + i) * d..(v * n + i + 1) * d],
+                        &rows[(v * 4 + k) * d..(v * 4 + k + 1) * d],
+                        "query",
+                    );
+                }
+            }
+        }
+        // Keys.
+        let keys = host(teacher_rows(&teacher, &input, std::slice::from_ref(&(0..n)), bn));
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut rand::rngs::Xoshiro256PlusPlus::seed_from_u64(bn.seed));
+        assert_ne!(order, (0..n).collect::<Vec<_>>(), "the keys are shuffled");
+        let plain = input.without_autodiff();
+        for g in order.chunks(4) {
+            let rows = host(crate::cpu_kernels::extension::no_grad_training(true, || {
+                plain.pick(g).project(&teacher, &(0..4), 1, true)
+            }));
+            for v in 0..2 {
+                for (k, &i) in g.iter().enumerate() {
+                    close(
+                        &keys[(v * n + i) * d..(v * n + i + 1) * d],
+                        &rows[(v * 4 + k) * d..(v * 4 + k + 1) * d],
+                        "key",
+                    );
+                }
+            }
+        }
+        let unsplit = host(teacher_rows(&teacher, &input, std::slice::from_ref(&(0..n)), BnSplits { splits: 1, ..bn }));
+        assert!(keys.iter().zip(&unsplit).any(|(a, b)| (a - b).abs() > 1e-3), "groups normalize differently");
+    }
+
     /// The rank tests' configuration of `kind`: small heads (32-d projections), a queue that
     /// wraps within three steps, a constant teacher momentum of 0.9 (so that the teacher moves
     /// visibly in three steps), DINO's prototypes trained from the first step, synchronized
@@ -740,6 +883,8 @@ mod tests {
         cfg.method.momentum = 0.9;
         cfg.method.momentum_schedule = MomentumSchedule::Constant;
         cfg.method.freeze_last_layer_epochs = 0;
+        // Synchronized batch norm (global statistics) excludes MoCo's shuffled groups.
+        cfg.method.shuffle_bn_splits = 1;
         cfg
     }
 
