@@ -12,8 +12,9 @@ What is the same as selfsup's config, per method (the `METHODS` table below):
 - heads of the config's shapes, built from lightly's head classes (Linear before BatchNorm without
   bias, lightly's rule, as selfsup's);
 - SGD with momentum 0.9, the config's lr (x batch/256 unless the config says `lr_scaling =
-  "none"`) and weight decay, which (as selfsup's SGD) skips biases and normalization weights;
-  cosine decay per step to 0, no warm-up;
+  "none"`) and weight decay; cosine decay per step to 0, no warm-up. One difference, found
+  after the 2026-12-02 sweep and left for its rerun: this script's weight decay skips biases and
+  normalization weights, while selfsup's SGD (as torch.optim.SGD) decays every parameter;
 - the teacher's momentum: lightly's `cosine_schedule` from the config's momentum to 1.
 lightly's losses are used as lightly writes them. Where selfsup's loss is a multiple of lightly's,
 its config's lr and weight decay make the same updates (BYOL: selfsup's Σ(2 − 2 cos) is 4x
