@@ -122,11 +122,16 @@ impl StepViews {
     /// The full-size views of images `images` (indices into this batch), as a batch of their own.
     fn pick(&self, images: &[usize]) -> StepViews {
         let x = &self.groups[0];
-        let views = x.dims()[0] / self.n;
-        let idx: Vec<i64> = (0..views).flat_map(|v| images.iter().map(move |&i| (v * self.n + i) as i64)).collect();
-        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [views * images.len()]), &x.device());
+        let idx = view_rows(images, self.n, x.dims()[0] / self.n, &x.device());
         StepViews { groups: vec![x.clone().select(0, idx)], n: images.len() }
     }
+}
+
+/// The row indices, view-major, of images `images` in a view-major block of `n` images ×
+/// `views` views (row `v · n + i` is image `i`'s view `v`).
+fn view_rows(images: &[usize], n: usize, views: usize, device: &Device) -> Tensor<1, Int> {
+    let idx: Vec<i64> = (0..views).flat_map(|v| images.iter().map(move |&i| (v * n + i) as i64)).collect();
+    Tensor::from_data(TensorData::new(idx, [views * images.len()]), device)
 }
 
 /// `rows` in `parts` near-equal consecutive ranges (at most `rows.len()` of them, at least 1).
@@ -201,10 +206,8 @@ fn teacher_rows(teacher: &Encoder, input: &StepViews, chunks: &[Range<usize>], b
             for (k, &i) in order.iter().enumerate() {
                 place[i - rows.start] = k;
             }
-            let len = order.len();
-            let idx: Vec<i64> = (0..views).flat_map(|v| place.iter().map(move |&k| (v * len + k) as i64)).collect();
-            let device = z.device();
-            z.select(0, Tensor::<1, Int>::from_data(TensorData::new(idx, [views * len]), &device))
+            let idx = view_rows(&place, order.len(), views, &z.device());
+            z.select(0, idx)
         })
         .collect();
     view_major(parts, chunks, views)
@@ -212,8 +215,7 @@ fn teacher_rows(teacher: &Encoder, input: &StepViews, chunks: &[Range<usize>], b
 
 /// The micro-batches of `n` images at most `micro` each (0: one batch), as equal as possible.
 pub fn micro_batches(n: usize, micro: usize) -> Vec<Range<usize>> {
-    let parts = if micro == 0 { 1 } else { n.div_ceil(micro).max(1) };
-    (0..parts).map(|k| k * n / parts..(k + 1) * n / parts).collect()
+    split(&(0..n), if micro == 0 { 1 } else { n.div_ceil(micro) })
 }
 
 /// Runs one step of `cfg.method` on `input` (this rank's `n` images) as one rank of `world`, in
