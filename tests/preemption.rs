@@ -158,14 +158,20 @@ fn sigterm_at_a_random_step_checkpoints_there_and_the_resumed_run_equals_an_unin
 #[test]
 fn a_second_signal_exits_at_once_and_sigusr1_stops_like_sigterm() {
     let f = fixture();
-    // Steps long enough (ResNet-18, 40 images of 32 px: a few tenths of a second on 2 cores)
-    // that the second `kill` lands while the first signal's step is still running; with the
-    // smoke convnet's millisecond steps the run could finish its checkpoint and exit first.
+    // The second SIGINT is sent once the first has been received (its message is out: two
+    // signals still pending together would arrive as one), and the steps are long enough
+    // (ResNet-18, 40 images of 32 px: tenths of a second on 2 cores) that it lands before the
+    // first signal's step and checkpoint are done; the smoke convnet's steps take milliseconds.
     let sets = ["train.epochs=400", "model.arch=\"resnet18\"", "train.batch_size=40", "augment.size=32"];
     let out = f.root.join("twice");
     let mut launch = Launch::start(pretrain(&f, &out, &sets, &[]), &f.root, "twice");
     wait_for_step(&mut launch, &out, 2);
     signal(launch.child.id(), "-INT");
+    let t = Instant::now();
+    while !launch.stderr_so_far().contains("SIGINT: finishing this step") && !launch.ended() {
+        assert!(t.elapsed() < Duration::from_secs(60), "the first SIGINT not received in 60 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     signal(launch.child.id(), "-INT");
     let (st, err) = launch.wait(Duration::from_secs(60));
     assert_eq!(st.code(), Some(128 + 2), "{err}");

@@ -61,6 +61,11 @@ impl Launch {
         Launch { child, stderr }
     }
 
+    /// What it has written to stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
     /// Whether it has ended (without waiting).
     pub fn ended(&mut self) -> bool {
         self.child.try_wait().unwrap().is_some()
