@@ -92,11 +92,21 @@ pub struct DataConfig {
     /// Use only a stratified subset of this many images.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    /// WebDataset shards: each epoch visits the shards in a seeded order and draws the samples
+    /// through a shuffle buffer of this many (as the `webdataset` package does; 1 = shard order).
+    /// It holds indices, not pixels: a larger buffer costs no memory, only read locality.
+    pub shuffle_buffer: usize,
 }
 
 impl Default for DataConfig {
     fn default() -> Self {
-        Self { load_size: None, cache_limit: ByteSize(8 << 30), max_pixels: 178_956_970, limit: None }
+        Self {
+            load_size: None,
+            cache_limit: ByteSize(8 << 30),
+            max_pixels: 178_956_970,
+            limit: None,
+            shuffle_buffer: 5000,
+        }
     }
 }
 
@@ -296,6 +306,9 @@ impl Config {
         }
         if self.data.max_pixels == 0 {
             bail!("invalid config: data.max_pixels = 0: must be at least 1");
+        }
+        if self.data.shuffle_buffer == 0 {
+            bail!("invalid config: data.shuffle_buffer = 0: must be at least 1 (1 reads each shard in order)");
         }
         if self.data.limit == Some(0) {
             bail!("invalid config: data.limit = 0: must be at least 1 image");

@@ -1,7 +1,7 @@
 //! End-to-end: runs that survive what clusters do to them, driven through the real binary with
 //! real signals — SIGTERM at a random step checkpoints and resumes to the uninterrupted run's
-//! weights; kill -9 at random points of a run with step checkpoints, restarted each time with
-//! the same command and `--resume=auto`, ends bit-identical; kept checkpoints; a damaged or
+//! weights; kill -9 at random points of a run with step checkpoints (streamed from WebDataset
+//! shards), restarted each time with the same command and `--resume=auto`, ends bit-identical; kept checkpoints; a damaged or
 //! truncated checkpoint is refused naming the good one; a full disk during a checkpoint leaves
 //! the previous one; a second run into a live run's folder is refused; `--resume` with the
 //! run's own `--config`/`--set` is accepted and with others refused, listing the keys.
@@ -55,6 +55,30 @@ fn fixture() -> Fixture {
     let data = root.join("data");
     shapes_folder(&data, 2, 20, 16);
     Fixture { _dir: dir, root, data }
+}
+
+/// The fixture's images packed by `selfsup pack` into shards of a few images each, which
+/// `data` then names (streamed through a shuffle buffer by the run, see the kill -9 test).
+fn shard_fixture() -> Fixture {
+    let f = fixture();
+    let shards = f.root.join("shards");
+    let (o, err) = run(&[
+        "pack",
+        "--data",
+        f.data.to_str().unwrap(),
+        "--out",
+        shards.to_str().unwrap(),
+        "--shard-size",
+        "12KB",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{err}");
+    let count = std::fs::read_dir(&shards)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "tar"))
+        .count();
+    assert!(count >= 3, "{count} shards");
+    Fixture { data: shards, ..f }
 }
 
 /// `selfsup pretrain` into `out` with the smoke configuration and `sets`, plus `extra` flags.
@@ -192,9 +216,18 @@ fn a_second_signal_exits_at_once_and_sigusr1_stops_like_sigterm() {
 /// whose teacher and queue (with its write position) are in the checkpoint beside the weights.
 #[test]
 fn kill_9_at_random_points_then_the_same_command_again_ends_bit_identical() {
-    let f = fixture();
-    let mut sets: Vec<String> =
-        ["train.epochs=8", "train.checkpoint_every_steps=2", "train.keep_checkpoints=3"].map(String::from).to_vec();
+    // From WebDataset shards, streamed through a shuffle buffer: mid-epoch resumes must land on
+    // the same samples.
+    let f = shard_fixture();
+    let mut sets: Vec<String> = [
+        "train.epochs=8",
+        "train.checkpoint_every_steps=2",
+        "train.keep_checkpoints=3",
+        "data.cache_limit=0",
+        "data.shuffle_buffer=7",
+    ]
+    .map(String::from)
+    .to_vec();
     sets.extend(method_sets(MethodKind::Moco));
     let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
     let (want_losses, want) = reference(&f, &sets);

@@ -1,8 +1,9 @@
 //! Opening a dataset: format detection, parallel loading into the cache with a progress bar,
 //! counted skips of bad files, the memory budget and the streaming fallback.
 //!
-//! A path may be an image folder, a CIFAR-10/100 binary folder or file, or an IDX folder or
-//! images file. Bad image files (corrupt, truncated, empty, mislabelled, unsupported, too large)
+//! A path may be an image folder, WebDataset tar shards (a `.tar` file, a folder of them, or a
+//! brace pattern: see [`crate::webdataset`]), a CIFAR-10/100 binary folder or file, or an IDX
+//! folder or images file. Bad image files (corrupt, truncated, empty, mislabelled, unsupported, too large)
 //! are skipped with one warning line each and a final count; a missing path, or a dataset with
 //! no usable image, is an error naming the path. When the decoded pixels would exceed
 //! `cache_limit`, the images are not kept: they are decoded on the fly by whichever worker thread
@@ -17,10 +18,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
 use crate::cache::{ChunkBuilder, ImageCache};
-use crate::decode::{DecodeOptions, RgbImage8, decode_file, probe_file};
+use crate::decode::{DecodeOptions, RgbImage8, decode_bytes, decode_file, probe_file, probe_read};
 use crate::error::DatasetError;
-use crate::scan::{IMAGE_EXTENSIONS, ScanEntry, scan_folder};
+use crate::scan::{IMAGE_EXTENSIONS, scan_folder};
 use crate::split::stratified_subset;
+use crate::webdataset::{self, Member, MemberReader};
 use crate::{cifar, idx};
 
 /// Files decoded together into one cache chunk.
@@ -30,6 +32,7 @@ const CHUNK_FILES: usize = 256;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SourceKind {
     ImageFolder,
+    WebDataset,
     Cifar10,
     Cifar100,
     Idx,
@@ -75,6 +78,94 @@ enum Storage {
     Streaming { decode: DecodeOptions, warned: Mutex<HashSet<usize>>, verbose: bool },
 }
 
+/// Where each slot's encoded image lies.
+#[derive(Debug)]
+enum Files {
+    /// Binary formats: the pixels came with the file.
+    None,
+    Paths(Vec<PathBuf>),
+    /// Members of WebDataset shards.
+    Members {
+        shards: Vec<PathBuf>,
+        members: Vec<Member>,
+    },
+}
+
+impl Files {
+    fn len(&self) -> usize {
+        match self {
+            Files::None => 0,
+            Files::Paths(p) => p.len(),
+            Files::Members { members, .. } => members.len(),
+        }
+    }
+
+    /// These slots, in this order.
+    fn subset(self, keep: &[usize]) -> Files {
+        match self {
+            Files::None => Files::None,
+            Files::Paths(p) => Files::Paths(keep.iter().map(|&i| p[i].clone()).collect()),
+            Files::Members { shards, members } => {
+                Files::Members { shards, members: keep.iter().map(|&i| members[i].clone()).collect() }
+            }
+        }
+    }
+
+    fn path(&self, slot: usize) -> Option<&Path> {
+        match self {
+            Files::Paths(p) => p.get(slot).map(PathBuf::as_path),
+            _ => None,
+        }
+    }
+
+    /// How messages name the slot: its path, or `shard.tar:member`.
+    fn label(&self, slot: usize) -> PathBuf {
+        match self {
+            Files::None => PathBuf::new(),
+            Files::Paths(p) => p[slot].clone(),
+            Files::Members { shards, members } => {
+                let m = &members[slot];
+                webdataset::member_label(&shards[m.shard as usize], &m.name)
+            }
+        }
+    }
+
+    fn shard(&self, slot: usize) -> Option<u32> {
+        match self {
+            Files::Members { members, .. } => members.get(slot).map(|m| m.shard),
+            _ => None,
+        }
+    }
+
+    fn member(&self, slot: usize) -> std::io::Result<MemberReader> {
+        match self {
+            Files::Members { shards, members } => {
+                let m = &members[slot];
+                MemberReader::open(&shards[m.shard as usize], m)
+            }
+            _ => unreachable!("only shard members are read through a member reader"),
+        }
+    }
+
+    fn decode(&self, slot: usize, opts: &DecodeOptions) -> Result<RgbImage8, String> {
+        match self {
+            Files::Members { .. } => {
+                decode_bytes(&self.member(slot).and_then(MemberReader::read_all).map_err(|e| e.to_string())?, opts)
+            }
+            _ => decode_file(&self.label(slot), opts),
+        }
+    }
+
+    fn probe(&self, slot: usize, opts: &DecodeOptions) -> Result<(u32, u32), String> {
+        match self {
+            Files::Members { members, .. } => {
+                probe_read(self.member(slot).map_err(|e| e.to_string())?, members[slot].len, opts)
+            }
+            _ => probe_file(&self.label(slot), opts),
+        }
+    }
+}
+
 /// Images with optional labels, served from memory or decoded on demand. Cheap to
 /// [`select`](Dataset::select) from: subsets share the pixels.
 #[derive(Clone, Debug)]
@@ -83,18 +174,21 @@ pub struct Dataset {
     kind: SourceKind,
     classes: Vec<String>,
     items: Vec<Item>,
-    /// File path per slot (empty for binary formats).
-    paths: Arc<Vec<PathBuf>>,
+    /// Where each slot's file is (`Files::None` for binary formats).
+    files: Arc<Files>,
     storage: Arc<Storage>,
     skipped: Vec<Skipped>,
 }
 
 /// Opens `path` (see the module documentation for what it may be).
 pub fn open(path: &Path, opts: &LoadOptions) -> Result<Dataset, DatasetError> {
-    if !path.exists() {
+    let shards = webdataset::shard_paths(path)?;
+    if shards.is_none() && !path.exists() {
         return Err(DatasetError::Missing { path: path.to_path_buf() });
     }
-    let binary = if let Some((variant, files)) = cifar::detect(path) {
+    let binary = if shards.is_some() {
+        None
+    } else if let Some((variant, files)) = cifar::detect(path) {
         let kind = match variant {
             cifar::Variant::Cifar10 => SourceKind::Cifar10,
             cifar::Variant::Cifar100 => SourceKind::Cifar100,
@@ -105,8 +199,8 @@ pub fn open(path: &Path, opts: &LoadOptions) -> Result<Dataset, DatasetError> {
     } else {
         None
     };
-    let ds = match binary {
-        Some((kind, loaded)) => {
+    let ds = match (binary, shards) {
+        (Some((kind, loaded)), _) => {
             let items =
                 loaded.labels.iter().enumerate().map(|(i, &l)| Item { slot: i as u32, label: Some(l) }).collect();
             let ds = Dataset {
@@ -114,7 +208,7 @@ pub fn open(path: &Path, opts: &LoadOptions) -> Result<Dataset, DatasetError> {
                 kind,
                 classes: loaded.classes,
                 items,
-                paths: Arc::new(Vec::new()),
+                files: Arc::new(Files::None),
                 storage: Arc::new(Storage::Cached(loaded.images)),
                 skipped: Vec::new(),
             };
@@ -123,11 +217,12 @@ pub fn open(path: &Path, opts: &LoadOptions) -> Result<Dataset, DatasetError> {
                 None => ds,
             }
         }
-        None if path.is_dir() => open_folder(path, opts)?,
-        None => {
+        (None, Some(shards)) => open_shards(path, shards, opts)?,
+        (None, None) if path.is_dir() => open_folder(path, opts)?,
+        (None, None) => {
             return Err(DatasetError::format(
                 path,
-                "not a dataset: expected an image folder, a CIFAR .bin file or an IDX images file",
+                "not a dataset: expected an image folder, WebDataset .tar shards, a CIFAR .bin file or an IDX images file",
             ));
         }
     };
@@ -156,7 +251,12 @@ pub fn open(path: &Path, opts: &LoadOptions) -> Result<Dataset, DatasetError> {
 }
 
 fn progress(opts: &LoadOptions, len: usize, msg: &'static str) -> ProgressBar {
-    if !opts.verbose {
+    progress_bar(opts.verbose, len, msg)
+}
+
+/// The bar every stage over a known number of images shows on stderr (hidden unless `verbose`).
+pub fn progress_bar(verbose: bool, len: usize, msg: &'static str) -> ProgressBar {
+    if !verbose {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(len as u64);
@@ -175,36 +275,65 @@ fn warn(pb: &ProgressBar, verbose: bool, s: &Skipped) {
     }
 }
 
+/// Images found but not yet decoded: where each is, its label, and what was left out so far.
+struct Found {
+    kind: SourceKind,
+    classes: Vec<String>,
+    files: Files,
+    labels: Vec<Option<u32>>,
+    skipped: Vec<Skipped>,
+}
+
 fn open_folder(root: &Path, opts: &LoadOptions) -> Result<Dataset, DatasetError> {
-    let scan = scan_folder(root)?;
-    let mut skipped: Vec<Skipped> = scan
+    let scan = scan_folder(root, opts.verbose)?;
+    let skipped: Vec<Skipped> = scan
         .unreadable
         .iter()
         .map(|(p, r)| Skipped { path: p.clone(), reason: format!("unreadable folder: {r}") })
         .collect();
-    let mut entries = scan.entries;
+    let labels = scan.entries.iter().map(|e| e.label).collect();
+    let files = Files::Paths(scan.entries.into_iter().map(|e| e.path).collect());
+    load(root, Found { kind: SourceKind::ImageFolder, classes: scan.classes, files, labels, skipped }, opts)
+}
+
+fn open_shards(root: &Path, shards: Vec<PathBuf>, opts: &LoadOptions) -> Result<Dataset, DatasetError> {
+    let pb = progress(opts, shards.len(), "reading shard headers");
+    let index = webdataset::index_shards(shards, &|| pb.inc(1));
+    pb.finish_and_clear();
+    let labels = index.samples.iter().map(|s| s.label).collect();
+    let members = index.samples.into_iter().map(|s| s.image).collect();
+    let files = Files::Members { shards: index.shards, members };
+    let found = Found { kind: SourceKind::WebDataset, classes: index.classes, files, labels, skipped: index.skipped };
+    load(root, found, opts)
+}
+
+/// Decodes what was found into the cache, or, past the cache limit, checks every header and
+/// leaves the decoding to the workers.
+fn load(root: &Path, found: Found, opts: &LoadOptions) -> Result<Dataset, DatasetError> {
+    let Found { kind, classes, mut files, mut labels, mut skipped } = found;
     if let Some(n) = opts.limit {
-        let labels: Vec<Option<u32>> = entries.iter().map(|e| e.label).collect();
         let keep = stratified_subset(&labels, n, opts.seed);
-        entries = keep.into_iter().map(|i| entries[i].clone()).collect();
+        labels = keep.iter().map(|&i| labels[i]).collect();
+        files = files.subset(&keep);
     }
-    let pb = progress(opts, entries.len(), "decoding");
+    let pb = progress(opts, files.len(), "decoding");
     for s in &skipped {
         warn(&pb, opts.verbose, s);
     }
     let total = AtomicU64::new(0);
     let over = AtomicBool::new(false);
-    let chunks: Vec<(ChunkBuilder, Vec<ScanEntry>, Vec<Skipped>)> = entries
+    let slots: Vec<usize> = (0..files.len()).collect();
+    let chunks: Vec<(ChunkBuilder, Vec<usize>, Vec<Skipped>)> = slots
         .par_chunks(CHUNK_FILES)
-        .map(|files| {
+        .map(|chunk_slots| {
             let mut chunk = ChunkBuilder::default();
             let mut kept = Vec::new();
             let mut bad = Vec::new();
-            for e in files {
+            for &slot in chunk_slots {
                 if over.load(Ordering::Relaxed) {
                     break;
                 }
-                match decode_file(&e.path, &opts.decode) {
+                match files.decode(slot, &opts.decode) {
                     Ok(img) => {
                         let bytes = img.pixels.len() as u64;
                         if total.fetch_add(bytes, Ordering::Relaxed) + bytes > opts.cache_limit {
@@ -212,10 +341,10 @@ fn open_folder(root: &Path, opts: &LoadOptions) -> Result<Dataset, DatasetError>
                             break;
                         }
                         chunk.push(img.width, img.height, &img.pixels);
-                        kept.push(e.clone());
+                        kept.push(slot);
                     }
                     Err(reason) => {
-                        let s = Skipped { path: e.path.clone(), reason };
+                        let s = Skipped { path: files.label(slot), reason };
                         warn(&pb, opts.verbose, &s);
                         bad.push(s);
                     }
@@ -229,60 +358,49 @@ fn open_folder(root: &Path, opts: &LoadOptions) -> Result<Dataset, DatasetError>
 
     if over.load(Ordering::Relaxed) {
         drop(chunks);
-        return open_streaming(root, entries, scan.classes, skipped, opts);
+        return open_streaming(root, Found { kind, classes, files, labels, skipped }, opts);
     }
-    let mut kept_entries = Vec::new();
+    let mut kept = Vec::new();
     let mut builders = Vec::new();
-    for (chunk, kept, bad) in chunks {
-        kept_entries.extend(kept);
+    for (chunk, k, bad) in chunks {
+        kept.extend(k);
         skipped.extend(bad);
         builders.push(chunk);
     }
     let storage = Storage::Cached(ImageCache::from_chunks(builders));
-    Ok(folder_dataset(root, scan.classes, kept_entries, storage, skipped))
+    Ok(dataset(root, Found { kind, classes, files, labels, skipped }, &kept, storage))
 }
 
-/// An image-folder dataset whose slot `i` is `kept[i]`.
-fn folder_dataset(
-    root: &Path,
-    classes: Vec<String>,
-    kept: Vec<ScanEntry>,
-    storage: Storage,
-    skipped: Vec<Skipped>,
-) -> Dataset {
-    let items = kept.iter().enumerate().map(|(i, e)| Item { slot: i as u32, label: e.label }).collect();
+/// A dataset whose slot `i` is `found`'s `kept[i]`.
+fn dataset(root: &Path, found: Found, kept: &[usize], storage: Storage) -> Dataset {
+    let items = kept.iter().enumerate().map(|(i, &k)| Item { slot: i as u32, label: found.labels[k] }).collect();
     Dataset {
         root: root.to_path_buf(),
-        kind: SourceKind::ImageFolder,
-        classes,
+        kind: found.kind,
+        classes: found.classes,
         items,
-        paths: Arc::new(kept.into_iter().map(|e| e.path).collect()),
+        files: Arc::new(found.files.subset(kept)),
         storage: Arc::new(storage),
-        skipped,
+        skipped: found.skipped,
     }
 }
 
 /// Streaming: check every header now (cheap), decode pixels when asked.
-fn open_streaming(
-    root: &Path,
-    entries: Vec<ScanEntry>,
-    classes: Vec<String>,
-    mut skipped: Vec<Skipped>,
-    opts: &LoadOptions,
-) -> Result<Dataset, DatasetError> {
+fn open_streaming(root: &Path, mut found: Found, opts: &LoadOptions) -> Result<Dataset, DatasetError> {
     if opts.verbose {
         eprintln!(
             "images exceed the cache limit of {} bytes: they will be decoded on the fly",
             thousands(opts.cache_limit as usize)
         );
     }
-    let pb = progress(opts, entries.len(), "checking");
-    let checked: Vec<Result<(), String>> = entries
-        .par_iter()
-        .map(|e| {
-            let r = probe_file(&e.path, &opts.decode).map(|_| ());
+    let files = &found.files;
+    let pb = progress(opts, files.len(), "checking");
+    let checked: Vec<Result<(), String>> = (0..files.len())
+        .into_par_iter()
+        .map(|slot| {
+            let r = files.probe(slot, &opts.decode).map(|_| ());
             if let Err(reason) = &r {
-                warn(&pb, opts.verbose, &Skipped { path: e.path.clone(), reason: reason.clone() });
+                warn(&pb, opts.verbose, &Skipped { path: files.label(slot), reason: reason.clone() });
             }
             pb.inc(1);
             r
@@ -290,15 +408,15 @@ fn open_streaming(
         .collect();
     pb.finish_and_clear();
     let mut kept = Vec::new();
-    for (e, r) in entries.into_iter().zip(checked) {
+    for (slot, r) in checked.into_iter().enumerate() {
         match r {
-            Ok(()) => kept.push(e),
-            Err(reason) => skipped.push(Skipped { path: e.path, reason }),
+            Ok(()) => kept.push(slot),
+            Err(reason) => found.skipped.push(Skipped { path: found.files.label(slot), reason }),
         }
     }
     let storage =
         Storage::Streaming { decode: opts.decode.clone(), warned: Mutex::new(HashSet::new()), verbose: opts.verbose };
-    Ok(folder_dataset(root, classes, kept, storage, skipped))
+    Ok(dataset(root, found, &kept, storage))
 }
 
 impl Dataset {
@@ -337,17 +455,24 @@ impl Dataset {
         self.items.iter().map(|it| it.label).collect()
     }
 
-    /// The file image `i` came from (`None` for binary formats).
+    /// The file image `i` came from (`None` for binary formats and shard members).
     pub fn path(&self, i: usize) -> Option<&Path> {
-        self.paths.get(self.items[i].slot as usize).map(PathBuf::as_path)
+        self.files.path(self.items[i].slot as usize)
     }
 
-    /// A printable name for image `i`: its path, or `root#index` for binary formats.
+    /// A printable name for image `i`: its path, `shard.tar:member`, or `root#index` for
+    /// binary formats.
     pub fn name(&self, i: usize) -> String {
-        match self.path(i) {
-            Some(p) => p.display().to_string(),
-            None => format!("{}#{}", self.root.display(), self.items[i].slot),
+        match &*self.files {
+            Files::None => format!("{}#{}", self.root.display(), self.items[i].slot),
+            files => files.label(self.items[i].slot as usize).display().to_string(),
         }
+    }
+
+    /// The shard (its index among the shard files, in their order) image `i` lies in, for a
+    /// WebDataset; `None` for every other source.
+    pub fn shard(&self, i: usize) -> Option<u32> {
+        self.files.shard(self.items[i].slot as usize)
     }
 
     /// Files left out while opening.
@@ -393,14 +518,14 @@ impl Dataset {
             Storage::Streaming { decode, warned, verbose } => {
                 for k in 0..self.len() {
                     let slot = self.items[(i + k) % self.len()].slot as usize;
-                    match decode_file(&self.paths[slot], decode) {
+                    match self.files.decode(slot, decode) {
                         Ok(img) => return f(img.width, img.height, &img.pixels),
                         Err(reason) => {
                             let first = warned.lock().map(|mut w| w.insert(slot)).unwrap_or(false);
                             if first && *verbose {
                                 eprintln!(
                                     "warning: could not decode {} (using the next image instead): {reason}",
-                                    self.paths[slot].display()
+                                    self.files.label(slot).display()
                                 );
                             }
                         }

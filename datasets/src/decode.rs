@@ -7,7 +7,7 @@
 //! `load_size`, an image whose shorter side is larger is shrunk (antialiased) so that its shorter
 //! side is `load_size`, which keeps a folder of 12-megapixel photos from filling memory.
 
-use std::io::Cursor;
+use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use image::metadata::Orientation;
@@ -56,29 +56,39 @@ pub fn decode_file(path: &Path, opts: &DecodeOptions) -> Result<RgbImage8, Strin
 }
 
 /// A decoder's error as one line (some end theirs with a newline).
-fn one_line(e: String) -> String {
+pub(crate) fn one_line(e: String) -> String {
     e.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Reads only the header: the image's size, or the reason it cannot be decoded (one line).
 pub fn probe_file(path: &Path, opts: &DecodeOptions) -> Result<(u32, u32), String> {
-    probe(path, opts).map_err(one_line)
-}
-
-fn probe(path: &Path, opts: &DecodeOptions) -> Result<(u32, u32), String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let len = file.metadata().map_err(|e| e.to_string())?.len();
+    probe_read(file, len, opts)
+}
+
+/// [`probe_file`] for any seekable source of `len` bytes (a file, or a member of a tar shard).
+pub fn probe_read<R: Read + Seek>(source: R, len: u64, opts: &DecodeOptions) -> Result<(u32, u32), String> {
+    probe(source, len, opts).map_err(one_line)
+}
+
+fn probe<R: Read + Seek>(source: R, len: u64, opts: &DecodeOptions) -> Result<(u32, u32), String> {
     if len == 0 {
         return Err("empty file".into());
     }
-    let reader = ImageReader::new(std::io::BufReader::new(file)).with_guessed_format().map_err(|e| e.to_string())?;
-    if reader.format().is_none() {
+    let mut reader = ImageReader::new(BufReader::new(source)).with_guessed_format().map_err(|e| e.to_string())?;
+    let Some(format) = reader.format() else {
         return Err("not a recognised image format".into());
-    }
+    };
     // The TIFF header reader allocates what the directory declares (see `tiff_entries_fit`):
     // check the whole (rare) TIFF file first.
-    if reader.format() == Some(ImageFormat::Tiff) {
-        tiff_chunks_fit(&std::fs::read(path).map_err(|e| e.to_string())?)?;
+    if format == ImageFormat::Tiff {
+        let mut source = reader.into_inner();
+        let mut bytes = Vec::new();
+        source.seek(SeekFrom::Start(0)).and_then(|_| source.read_to_end(&mut bytes)).map_err(|e| e.to_string())?;
+        tiff_chunks_fit(&bytes)?;
+        source.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+        reader = ImageReader::with_format(source, format);
     }
     let (w, h) = reader.into_dimensions().map_err(|e| e.to_string())?;
     check_pixels(w, h, opts)?;

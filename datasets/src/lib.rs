@@ -4,15 +4,18 @@
 //! returns a [`Dataset`]: 8-bit RGB images (and labels when the layout has them) served from a
 //! compact in-memory cache, or decoded on the fly when they do not fit the memory budget.
 //!
-//! - [`scan`]: image folders (recursive, sorted, ImageFolder class layout, hidden and non-image
-//!   files ignored, symlinks followed without looping);
+//! - [`scan`]: image folders (recursive, sorted, folders listed in parallel, ImageFolder class
+//!   layout, hidden and non-image files ignored, symlinks followed without looping);
 //! - [`decode`]: one file to RGB8 with decompression-bomb limits, EXIF orientation and optional
 //!   resize at load;
 //! - [`cache`]: the compact pixel store (≤ 1.05× the raw pixel bytes);
 //! - [`cifar`] and [`idx`]: the CIFAR-10/100 binary and IDX (MNIST, Fashion-MNIST) formats;
 //! - [`dataset`]: opening, parallel loading with a progress bar and counted skips, streaming;
 //! - [`split`]: stratified seeded train/validation splits and `limit N` subsets;
-//! - [`synthetic`]: a generated labelled set of shapes and textures for the demo.
+//! - [`synthetic`]: a generated labelled set of shapes and textures for the demo;
+//! - [`pack`]: writing WebDataset shards from an image folder (`selfsup pack`);
+//! - [`webdataset`]: WebDataset tar shards (brace patterns, the header index, damaged shards
+//!   skipped and counted).
 
 pub mod cache;
 pub mod cifar;
@@ -20,9 +23,11 @@ pub mod dataset;
 pub mod decode;
 pub mod error;
 pub mod idx;
+pub mod pack;
 pub mod scan;
 pub mod split;
 pub mod synthetic;
+pub mod webdataset;
 
 pub use dataset::{Dataset, LoadOptions, Skipped, SourceKind, open};
 pub use decode::{DecodeOptions, RgbImage8};

@@ -608,3 +608,82 @@ fn idx_degenerate_headers_are_errors() {
         assert!(peak < BOUND, "{what}: allocated {} at peak ({e})", mib(peak));
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// WebDataset shards
+
+const SHARD_CASES: u32 = 3_000;
+
+/// A shard as `selfsup pack` writes it: a labelled JPEG, a labelled PNG, then a sample with only
+/// a caption, then one more labelled JPEG.
+fn shard_seed() -> Vec<u8> {
+    use selfsup_datasets::pack::{PackItem, write_shard};
+    let dir = tempfile::tempdir().unwrap();
+    let mut items = Vec::new();
+    for (i, (format, ext)) in
+        [(ImageFormat::Jpeg, "jpg"), (ImageFormat::Png, "png"), (ImageFormat::Jpeg, "jpg")].iter().enumerate()
+    {
+        let path = dir.path().join(format!("{i}.{ext}"));
+        std::fs::write(&path, encode(&seed_image(i as u32), *format)).unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        items.push(PackItem { source: path, label: Some(i as u32), len });
+    }
+    let mut out = Vec::new();
+    write_shard(&mut out, &items[..2], 0).unwrap();
+    out.truncate(out.len() - 1024); // drop the end-of-archive blocks, to append by hand
+    let mut tar = tar::Builder::new(out);
+    let mut h = tar::Header::new_ustar();
+    h.set_size(5);
+    h.set_cksum();
+    tar.append_data(&mut h, "000000002.txt", &b"hello"[..]).unwrap();
+    let mut rest = Vec::new();
+    write_shard(&mut rest, &items[2..], 3).unwrap();
+    let mut out = tar.into_inner().unwrap();
+    out.truncate(out.len() - 1024);
+    out.extend(rest);
+    out
+}
+
+/// A mutated shard beside a good one: the set must open (the good shard's samples are there),
+/// every sample served must be whole with a label among the classes, and every skip must name
+/// the fuzzed shard with a one-line reason.
+#[test]
+fn webdataset_shards() {
+    let serial = serial();
+    let seed = shard_seed();
+    let good = {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.tar"), &seed).unwrap();
+        let ds = open(dir.path(), &quiet()).unwrap();
+        assert_eq!((ds.kind(), ds.len(), ds.skipped().len()), (SourceKind::WebDataset, 3, 1), "{:?}", ds.skipped());
+        seed.clone()
+    };
+    let reader = Reader { name: "webdataset", default_cases: SHARD_CASES, alloc_bound: IMAGE_ALLOC_BOUND };
+    let strategy = (mutations(), any::<bool>());
+    fuzz(&serial, &reader, strategy, |(mutations, streaming)| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a_good.tar"), &good).unwrap();
+        std::fs::write(dir.path().join("b_fuzzed.tar"), apply_all(&seed, mutations)).unwrap();
+        let opts =
+            LoadOptions { decode: decode_options(false), cache_limit: if *streaming { 0 } else { 1 << 30 }, ..quiet() };
+        let ds = open(dir.path(), &opts).map_err(|e| format!("open failed although a good shard is there: {e}"))?;
+        let from_good = (0..ds.len()).filter(|&i| ds.name(i).contains("a_good.tar:")).count();
+        if from_good != 3 {
+            return Err(format!("{from_good} of the good shard's 3 samples are there"));
+        }
+        for s in ds.skipped() {
+            let name = s.path.display().to_string();
+            if !name.contains("b_fuzzed.tar") && !name.ends_with("a_good.tar:000000002") {
+                return Err(format!("skipped something of the good shard: {s:?}"));
+            }
+            clear_reason(&s.reason)?;
+        }
+        for i in 0..ds.len() {
+            if ds.is_labeled() && ds.label(i).is_none_or(|l| l as usize >= ds.classes().len()) {
+                return Err(format!("label {:?} of {} classes", ds.label(i), ds.classes().len()));
+            }
+            check_image(&ds.image(i), &opts.decode)?;
+        }
+        Ok(if ds.len() == 6 { Outcome::Accepted } else { Outcome::Refused })
+    });
+}

@@ -4,6 +4,7 @@
 pub mod augment;
 pub mod decode;
 pub mod ops;
+pub mod scan;
 pub mod train;
 
 use std::time::Instant;

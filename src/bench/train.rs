@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::data::Dataset;
 use crate::method::MethodState;
 use crate::optim::Optimizer;
-use crate::train::loader::{Batch, Shard, ViewMakers, epoch_order, make_batch};
+use crate::train::loader::{Batch, Shard, ViewMakers, dataset_order, make_batch};
 use crate::train::step::{StepAt, train_step};
 
 /// Timings of one mode.
@@ -81,7 +81,7 @@ pub fn run(
         .map(|t| t.values.len())
         .sum();
     let mut optim = Optimizer::new(cfg.optim.clone());
-    let order = epoch_order(ds.len(), cfg.seed, 0);
+    let order = dataset_order(&ds, cfg.seed, 0, cfg.data.shuffle_buffer);
     let total = warmup + steps;
     let indices = |k: usize| -> Vec<usize> {
         let global: Vec<usize> = (0..batch).map(|i| order[(k * batch + i) % order.len()]).collect();

@@ -17,6 +17,8 @@ pub enum BenchCommand {
     Augment(AugmentArgs),
     /// Decoding a dataset into the in-memory cache.
     Decode(DecodeArgs),
+    /// Listing an image folder (the scan every command starts with) and its memory per image.
+    Scan(ScanArgs),
     /// Training-step throughput (pairs/s) on pre-made tensors and with the real data path.
     Train(TrainArgs),
     /// The step's operations one at a time on flex: burn's ops against selfsup's CPU kernels.
@@ -98,6 +100,14 @@ pub struct DecodeArgs {
     pub rounds: usize,
     #[command(flatten)]
     pub config: ConfigArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ScanArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32)> {
@@ -240,6 +250,21 @@ pub fn run(cmd: BenchCommand, threads: Option<usize>) -> Result<()> {
                 let update = bench::ops::optimizer_update_ms(&cfg, o.rounds);
                 println!("| optimizer update ({:?}, whole model) | | {update:.1} | | |", cfg.optim.kind);
             }
+        }
+        BenchCommand::Scan(a) => {
+            let runs = bench::scan::run(&a.data, threads, a.rounds)?;
+            let secs: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
+            let last = runs.last().expect("at least one round");
+            println!(
+                "scan {} threads={}: {} images in median {:.2} s = {:.0} images/s (rounds: {}); {:.0} bytes per image listed",
+                a.data.display(),
+                threads,
+                last.images,
+                median(&secs),
+                last.images as f64 / median(&secs),
+                secs.iter().map(|s| format!("{s:.2}")).collect::<Vec<_>>().join(", "),
+                last.bytes_per_image,
+            );
         }
         BenchCommand::Decode(d) => {
             let cfg = d.config.load()?;

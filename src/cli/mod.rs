@@ -8,6 +8,7 @@ mod encoder_args;
 mod export;
 mod knn;
 mod neighbors;
+mod pack;
 mod pretrain;
 mod preview;
 mod probe;
@@ -52,6 +53,8 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Write report.html for a run folder.
     Report(report::ReportArgs),
+    /// Write an image folder as WebDataset tar shards (readable as --data).
+    Pack(pack::PackArgs),
     /// Measure the throughput of a pipeline stage on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -110,6 +113,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Neighbors(args) => neighbors::run(args, verbose),
         Command::Export(args) => export::run(args, verbose),
         Command::Report(args) => report::run(args, verbose),
+        Command::Pack(args) => pack::run(args, verbose),
         Command::Bench(cmd) => bench::run(cmd, cli.threads),
     }
 }

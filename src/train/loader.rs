@@ -59,9 +59,52 @@ pub struct ViewMakers<'a> {
 /// a resumed run sees exactly the batches the interrupted one would have.
 pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
-    let key = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch.wrapping_add(0xA076_1D64_78BD_642F);
-    order.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(key));
+    order.shuffle(&mut epoch_rng(seed, epoch));
     order
+}
+
+fn epoch_rng(seed: u64, epoch: u64) -> Xoshiro256PlusPlus {
+    let key = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch.wrapping_add(0xA076_1D64_78BD_642F);
+    Xoshiro256PlusPlus::seed_from_u64(key)
+}
+
+/// The order in which epoch `epoch` visits `ds`: [`epoch_order`]'s uniform permutation, or for
+/// WebDataset shards [`shard_order`]'s (reads stay within a window of the shards).
+pub fn dataset_order(ds: &Dataset, seed: u64, epoch: u64, shuffle_buffer: usize) -> Vec<usize> {
+    match (0..ds.len()).map(|i| ds.shard(i)).collect::<Option<Vec<u32>>>() {
+        Some(shards) if !shards.is_empty() => shard_order(&shards, seed, epoch, shuffle_buffer),
+        _ => epoch_order(ds.len(), seed, epoch),
+    }
+}
+
+/// The `webdataset` package's order, as a pure function of `(seed, epoch)`: the shards (image
+/// `i` lies in shard `shard_of[i]`; each shard's images in index order) are visited in a shuffled
+/// order, and the stream passes through a shuffle buffer of `buffer` images: once the buffer is
+/// full, each arriving image replaces a uniformly drawn one, which is emitted; at the end the
+/// rest leave in shuffled order. So the image emitted `j`-th arrived before position
+/// `j + buffer`, and `buffer = 1` is plain shard order.
+pub fn shard_order(shard_of: &[u32], seed: u64, epoch: u64, buffer: usize) -> Vec<usize> {
+    let mut runs: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
+    for (i, &s) in shard_of.iter().enumerate() {
+        runs.entry(s).or_default().push(i);
+    }
+    let mut runs: Vec<Vec<usize>> = runs.into_values().collect();
+    let mut rng = epoch_rng(seed, epoch);
+    runs.shuffle(&mut rng);
+    let buffer = buffer.max(1);
+    let mut held: Vec<usize> = Vec::with_capacity(buffer.min(shard_of.len()));
+    let mut out = Vec::with_capacity(shard_of.len());
+    for i in runs.into_iter().flatten() {
+        if held.len() < buffer {
+            held.push(i);
+        } else {
+            let k = rand::RngExt::random_range(&mut rng, 0..buffer);
+            out.push(std::mem::replace(&mut held[k], i));
+        }
+    }
+    held.shuffle(&mut rng);
+    out.extend(held);
+    out
 }
 
 /// Which part of each step's images this process makes: rank `rank` of `ranks` takes the
@@ -150,6 +193,61 @@ mod tests {
         assert_eq!(a, epoch_order(100, 7, 0));
         assert_ne!(a, epoch_order(100, 7, 1));
         assert_ne!(a, epoch_order(100, 8, 0));
+    }
+
+    #[test]
+    fn shard_orders_visit_whole_shards_in_a_seeded_order_through_the_buffer() {
+        // 7 shards of uneven sizes, images listed shard by shard.
+        let sizes = [5usize, 9, 1, 12, 7, 3, 8];
+        let shard_of: Vec<u32> =
+            sizes.iter().enumerate().flat_map(|(s, &n)| std::iter::repeat_n(s as u32, n)).collect();
+        let n = shard_of.len();
+        let plain = shard_order(&shard_of, 3, 0, 1);
+        // Buffer 1: whole shards, each in index order, every shard once.
+        let mut seen = Vec::new();
+        for w in plain.windows(2) {
+            if shard_of[w[0]] == shard_of[w[1]] {
+                assert_eq!(w[1], w[0] + 1, "{plain:?}");
+            }
+        }
+        for &i in &plain {
+            if seen.last() != Some(&shard_of[i]) {
+                assert!(!seen.contains(&shard_of[i]), "shard visited twice: {plain:?}");
+                seen.push(shard_of[i]);
+            }
+        }
+        assert_eq!(seen.len(), sizes.len());
+        assert_ne!(seen, (0..7).collect::<Vec<u32>>(), "the shards are shuffled");
+        for buffer in [1, 4, 10, n, 3 * n] {
+            let order = shard_order(&shard_of, 3, 0, buffer);
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..n).collect::<Vec<_>>(), "a permutation (buffer {buffer})");
+            assert_eq!(order, shard_order(&shard_of, 3, 0, buffer), "seeded");
+            assert_ne!(order, shard_order(&shard_of, 3, 1, buffer), "new each epoch");
+            // The stream is the shard order of the same seed (its shard shuffle comes first).
+            let position: Vec<usize> = {
+                let mut stream: Vec<usize> = Vec::new();
+                for s in &seen {
+                    stream.extend((0..n).filter(|&i| shard_of[i] == *s));
+                }
+                let mut p = vec![0; n];
+                for (k, &i) in stream.iter().enumerate() {
+                    p[i] = k;
+                }
+                p
+            };
+            for (j, &i) in order.iter().enumerate() {
+                assert!(
+                    position[i] < j + buffer,
+                    "buffer {buffer}: image {i} from stream position {} emitted at {j}",
+                    position[i]
+                );
+            }
+            if buffer > 1 {
+                assert_ne!(order, plain, "buffer {buffer} mixes");
+            }
+        }
     }
 
     #[test]

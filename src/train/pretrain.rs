@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use selfsup_augment::Augmenter;
 
-use super::loader::{Shard, ViewMakers, epoch_order, spawn_epoch};
+use super::loader::{Shard, ViewMakers, dataset_order, spawn_epoch};
 use super::metrics::{MetricsLog, StepMetrics};
 use super::progress::TrainProgress;
 use super::resume::{check_same_config, read_checkpoint};
@@ -158,7 +158,7 @@ impl Trainer<'_> {
         let aug = self.scheduled.get(&cfg.augment.size_at(st.pos.epoch)).unwrap_or(self.aug);
         let size = aug.size();
         let makers = ViewMakers { full: aug, small: self.small.as_ref() };
-        let order = epoch_order(self.train.len(), cfg.seed, st.pos.epoch);
+        let order = dataset_order(self.train, cfg.seed, st.pos.epoch, cfg.data.shuffle_buffer);
         let mut window = (Instant::now(), 0u64);
         let inner = self.device.clone().inner();
         std::thread::scope(|scope| {
