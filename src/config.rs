@@ -362,19 +362,27 @@ impl Config {
         if t.epochs == 0 {
             bad("train.epochs", &t.epochs, "at least 1")?;
         }
-        if let Some(sched) = &self.augment.size_schedule
-            && sched.ramp_end >= t.epochs
-        {
-            // The schedule's epochs are absolute: a run shortened without them would never train
-            // at augment.size, the size it is evaluated at.
-            bad(
-                "augment.size_schedule.ramp_end",
-                &sched.ramp_end,
-                &format!(
-                    "must be below train.epochs ({}) so that the last epochs train at augment.size; scale ramp_start and ramp_end with the epochs",
-                    t.epochs
-                ),
-            )?;
+        if let Some(sched) = &self.augment.size_schedule {
+            let (start, end) = (sched.ramp_start.epoch(t.epochs), sched.ramp_end.epoch(t.epochs));
+            if start > end {
+                bad(
+                    "augment.size_schedule.ramp_end",
+                    &sched.ramp_end,
+                    &format!("must not come before ramp_start ({}): epoch {end} < {start}", sched.ramp_start),
+                )?;
+            }
+            if end >= t.epochs {
+                // A run shortened without its schedule would never train at augment.size, the
+                // size it is evaluated at.
+                bad(
+                    "augment.size_schedule.ramp_end",
+                    &sched.ramp_end,
+                    &format!(
+                        "must be below train.epochs ({}) so that the last epochs train at augment.size; scale ramp_start and ramp_end with the epochs, or give them as fractions of the run (e.g. ramp_start = 0.5, ramp_end = 0.85)",
+                        t.epochs
+                    ),
+                )?;
+            }
         }
         if t.batch_size < 2 {
             bad("train.batch_size", &t.batch_size, "at least 2 (the loss contrasts images within a batch)")?;
@@ -503,6 +511,35 @@ mod tests {
             }
         }
         assert!(seen >= 5, "{seen} configurations in {}", dir.display());
+    }
+
+    #[test]
+    fn a_size_schedule_in_fractions_scales_with_the_epochs() {
+        let sched = "augment.size_schedule={ min_size = 16, ramp_start = 0.5, ramp_end = 0.855 }";
+        for (epochs, start, end) in [(96, 48, 82), (57, 28, 48), (1, 0, 0), (2, 1, 1)] {
+            let c = load("", &[sched, &format!("train.epochs={epochs}")]).unwrap();
+            let s = c.augment.size_schedule.as_ref().unwrap();
+            assert_eq!((s.ramp_start.epoch(epochs), s.ramp_end.epoch(epochs)), (start, end), "{epochs} epochs");
+        }
+        let e = load("", &["augment.size_schedule={ min_size = 16, ramp_start = 0.5, ramp_end = 1.0 }"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("augment.size_schedule.ramp_end = 1.0") && e.contains("must be below train.epochs"), "{e}");
+        let e = load("", &["augment.size_schedule={ min_size = 16, ramp_start = 0.6, ramp_end = 0.4 }"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must not come before ramp_start (0.6)"), "{e}");
+        // The shipped CPU recipe is in fractions and resolves to its measured epochs 48 → 82 of 96.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/cifar10-convnet-cpu.toml");
+        let cpu = Config::load(Some(&path), &[]).unwrap();
+        let s = cpu.augment.size_schedule.as_ref().unwrap();
+        assert_eq!((cpu.train.epochs, s.ramp_start.epoch(96), s.ramp_end.epoch(96)), (96, 48, 82));
+        assert!(Config::load(Some(&path), &["train.epochs=1".into()]).is_ok(), "one epoch of the recipe runs");
+        // A resolved configuration reads back with the fractions it was given.
+        let c = load("", &[sched, "train.epochs=20"]).unwrap();
+        let text = c.to_toml();
+        assert!(text.contains("ramp_start = 0.5") && text.contains("ramp_end = 0.855"), "{text}");
+        assert_eq!(load(&text, &[]).unwrap(), c);
     }
 
     #[test]

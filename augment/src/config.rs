@@ -110,8 +110,37 @@ impl Default for SmallViews {
 #[serde(deny_unknown_fields)]
 pub struct SizeSchedule {
     pub min_size: u32,
-    pub ramp_start: u64,
-    pub ramp_end: u64,
+    pub ramp_start: RunPoint,
+    pub ramp_end: RunPoint,
+}
+
+/// A point of the run: an integer is an epoch (0-based), a number with a fraction point
+/// (`0.5`) a fraction of the run's epochs, so a recipe scales with `train.epochs` alone.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RunPoint {
+    Epoch(u64),
+    Fraction(f64),
+}
+
+impl RunPoint {
+    /// The epoch this point is in a run of `epochs` epochs: a fraction `f` is epoch
+    /// ⌊f · epochs⌋ (a hair of tolerance, so that 0.82 of 100 is 82 despite binary rounding).
+    pub fn epoch(self, epochs: u64) -> u64 {
+        match self {
+            RunPoint::Epoch(e) => e,
+            RunPoint::Fraction(f) => (f * epochs as f64 + 1e-9).floor().max(0.0) as u64,
+        }
+    }
+}
+
+impl std::fmt::Display for RunPoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunPoint::Epoch(e) => write!(f, "{e}"),
+            RunPoint::Fraction(x) => write!(f, "{x:?}"),
+        }
+    }
 }
 
 impl Default for AugmentConfig {
@@ -158,15 +187,16 @@ impl AugmentConfig {
         })
     }
 
-    /// The side of the training views in epoch `epoch` (0-based).
-    pub fn size_at(&self, epoch: u64) -> u32 {
+    /// The side of the training views in epoch `epoch` (0-based) of a run of `epochs` epochs.
+    pub fn size_at(&self, epoch: u64, epochs: u64) -> u32 {
         let Some(s) = &self.size_schedule else { return self.size };
-        if epoch < s.ramp_start {
+        let (start, end) = (s.ramp_start.epoch(epochs), s.ramp_end.epoch(epochs));
+        if epoch < start {
             s.min_size
-        } else if epoch >= s.ramp_end {
+        } else if epoch >= end {
             self.size
         } else {
-            let f = (epoch - s.ramp_start) as f64 / (s.ramp_end - s.ramp_start) as f64;
+            let f = (epoch - start) as f64 / (end - start) as f64;
             let v = f64::from(s.min_size) + f * f64::from(self.size - s.min_size);
             (((v / 4.0).round() * 4.0) as u32).clamp(s.min_size, self.size)
         }
@@ -185,8 +215,16 @@ impl AugmentConfig {
             if !(1..=self.size).contains(&s.min_size) {
                 return Err(ConfigError::new(key("size_schedule.min_size"), s.min_size, "an integer in [1, size]"));
             }
-            if s.ramp_start > s.ramp_end {
-                return Err(ConfigError::new(key("size_schedule.ramp_end"), s.ramp_end, "an epoch >= ramp_start"));
+            for (k, p) in [("size_schedule.ramp_start", s.ramp_start), ("size_schedule.ramp_end", s.ramp_end)] {
+                if let RunPoint::Fraction(f) = p
+                    && !(0.0..=1.0).contains(&f)
+                {
+                    return Err(ConfigError::new(
+                        key(k),
+                        f,
+                        "an epoch (an integer) or a fraction of the run in [0, 1] (e.g. 0.5)",
+                    ));
+                }
             }
         }
         let scale = |k: &str, [s0, s1]: [f64; 2]| {
@@ -270,14 +308,25 @@ mod tests {
     #[test]
     fn size_schedule_holds_then_ramps_linearly_in_multiples_of_four() {
         let mut c = AugmentConfig::preset(Preset::Cifar);
-        assert_eq!((0..5).map(|e| c.size_at(e)).collect::<Vec<_>>(), vec![32; 5]);
-        c.size_schedule = Some(SizeSchedule { min_size: 16, ramp_start: 2, ramp_end: 6 });
+        use RunPoint::{Epoch, Fraction};
+        assert_eq!((0..5).map(|e| c.size_at(e, 9)).collect::<Vec<_>>(), vec![32; 5]);
+        c.size_schedule = Some(SizeSchedule { min_size: 16, ramp_start: Epoch(2), ramp_end: Epoch(6) });
         // 16 + (e − 2)/4 · 16: 16, 20, 24, 28, then 32.
-        assert_eq!((0..9).map(|e| c.size_at(e)).collect::<Vec<_>>(), vec![16, 16, 16, 20, 24, 28, 32, 32, 32]);
-        c.size_schedule = Some(SizeSchedule { min_size: 16, ramp_start: 3, ramp_end: 3 });
-        assert_eq!((2..5).map(|e| c.size_at(e)).collect::<Vec<_>>(), vec![16, 32, 32], "a step at ramp_start");
-        c.size_schedule = Some(SizeSchedule { min_size: 40, ramp_start: 0, ramp_end: 1 });
+        let ramp = vec![16, 16, 16, 20, 24, 28, 32, 32, 32];
+        assert_eq!((0..9).map(|e| c.size_at(e, 9)).collect::<Vec<_>>(), ramp);
+        // The same ramp as fractions of 9 epochs (⌊0.25 · 9⌋ = 2, ⌊0.7 · 9⌋ = 6), and scaled to 18.
+        c.size_schedule = Some(SizeSchedule { min_size: 16, ramp_start: Fraction(0.25), ramp_end: Fraction(0.7) });
+        assert_eq!((0..9).map(|e| c.size_at(e, 9)).collect::<Vec<_>>(), ramp);
+        let doubled: Vec<u32> = (0..18).map(|e| c.size_at(e, 18)).collect();
+        assert_eq!((doubled[3], doubled[4], doubled[10], doubled[12]), (16, 16, 28, 32), "{doubled:?}");
+        assert_eq!(Fraction(0.82).epoch(100), 82, "binary rounding of 0.82 · 100 does not lose the epoch");
+        c.size_schedule = Some(SizeSchedule { min_size: 16, ramp_start: Epoch(3), ramp_end: Epoch(3) });
+        assert_eq!((2..5).map(|e| c.size_at(e, 9)).collect::<Vec<_>>(), vec![16, 32, 32], "a step at ramp_start");
+        c.size_schedule = Some(SizeSchedule { min_size: 40, ramp_start: Epoch(0), ramp_end: Epoch(1) });
         assert!(c.validate("augment.").unwrap_err().to_string().contains("augment.size_schedule.min_size"));
+        c.size_schedule = Some(SizeSchedule { min_size: 16, ramp_start: Fraction(1.5), ramp_end: Epoch(1) });
+        let e = c.validate("augment.").unwrap_err().to_string();
+        assert!(e.contains("augment.size_schedule.ramp_start") && e.contains("1.5") && e.contains("fraction"), "{e}");
     }
     use super::*;
 

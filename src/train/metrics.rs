@@ -42,7 +42,8 @@ pub struct StepMetrics {
     /// Processes (ranks) that trained this step together.
     #[serde(default = "one")]
     pub world_size: usize,
-    /// Side of the training views at this step (`augment.size`, or the schedule's).
+    /// Side of the training views at this step (`augment.size`, or the schedule's: its ramp is
+    /// rounded to multiples of 4 pixels).
     #[serde(default)]
     pub size: usize,
     /// Collapse and representation metrics on the held-out images, when computed at this step.

@@ -155,7 +155,7 @@ impl Trainer<'_> {
         stop_after: Option<u64>,
     ) -> Result<EpochEnd> {
         let cfg = self.cfg;
-        let aug = self.scheduled.get(&cfg.augment.size_at(st.pos.epoch)).unwrap_or(self.aug);
+        let aug = self.scheduled.get(&cfg.augment.size_at(st.pos.epoch, cfg.train.epochs)).unwrap_or(self.aug);
         let size = aug.size();
         let makers = ViewMakers { full: aug, small: self.small.as_ref() };
         let order = dataset_order(self.train, cfg.seed, st.pos.epoch, cfg.data.shuffle_buffer);
@@ -561,7 +561,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
         Schedule::new(cfg.optim.lr, cfg.optim.lr_scaling, batch, warmup, total_steps, cfg.optim.min_lr_ratio);
     let mut scheduled = HashMap::new();
     for epoch in 0..cfg.train.epochs {
-        let s = cfg.augment.size_at(epoch);
+        let s = cfg.augment.size_at(epoch, cfg.train.epochs);
         if s != cfg.augment.size && !scheduled.contains_key(&s) {
             scheduled.insert(s, Augmenter::new(selfsup_augment::AugmentConfig { size: s, ..cfg.augment.clone() })?);
         }
