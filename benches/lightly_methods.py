@@ -12,9 +12,10 @@ What is the same as selfsup's config, per method (the `METHODS` table below):
 - heads of the config's shapes, built from lightly's head classes (Linear before BatchNorm without
   bias, lightly's rule, as selfsup's);
 - SGD with momentum 0.9, the config's lr (x batch/256 unless the config says `lr_scaling =
-  "none"`) and weight decay; cosine decay per step to 0, no warm-up. One difference, found
-  after the 2026-12-02 sweep and left for its rerun: this script's weight decay skips biases and
-  normalization weights, while selfsup's SGD (as torch.optim.SGD) decays every parameter;
+  "none"`) and weight decay on every parameter (as selfsup's SGD and torch.optim.SGD do, and
+  lightly's cifar10_benchmark.py); cosine decay per step to 0, no warm-up. (The 2026-12-02
+  5-epoch sweep in BENCHMARKS.md ran an earlier version that skipped biases and normalization
+  weights in the decay);
 - the teacher's momentum: lightly's `cosine_schedule` from the config's momentum to 1.
 lightly's losses are used as lightly writes them. Where selfsup's loss is a multiple of lightly's,
 its config's lr and weight decay make the same updates (BYOL: selfsup's Σ(2 − 2 cos) is 4x
@@ -168,7 +169,20 @@ class Method(nn.Module):
                 x, shuffle = batch_shuffle(x)
                 return batch_unshuffle(self.teacher(x), shuffle)
             q0, q1, k0, k1 = self.student(x0), self.student(x1), key(x0), key(x1)
-            return 0.5 * (self.crit(q0, k1) + self.crit(q1, k0))
+            if self.moco_bank == "lightly":
+                # NTXentLoss returns the bank from before its push and then pushes, so the second
+                # term's negatives hold this step's k1, q1's own crop's key among them.
+                return 0.5 * (self.crit(q0, k1) + self.crit(q1, k0))
+            # "pre-step": both terms against the bank from before the step (MoCo's paper and
+            # selfsup), then both keys pushed, as lightly's two calls push them.
+            mb = self.crit.memory_bank
+            bank, ptr = mb.bank.clone(), mb.bank_ptr.clone()
+            l0 = self.crit(q0, k1)
+            mb.bank.copy_(bank)
+            mb.bank_ptr.copy_(ptr)
+            l1 = self.crit(q1, k0)
+            mb._dequeue_and_enqueue(F.normalize(k1.detach(), dim=1))
+            return 0.5 * (l0 + l1)
         if k == "mocov3":
             q0, q1 = self.pred(self.student(x0)), self.pred(self.student(x1))
             k0, k1 = self.teacher(x0), self.teacher(x1)
@@ -221,19 +235,22 @@ def mocov3_loss(q, k, t):
 
 
 def main():
-    a = arguments(10, **{"--method": dict(required=True, choices=sorted(METHODS))})
+    a = arguments(10, **{
+        "--method": dict(required=True, choices=sorted(METHODS)),
+        "--moco-bank": dict(default="lightly", choices=["lightly", "pre-step"],
+                            help="MoCo's negatives: lightly's NTXentLoss as it is (the second term sees this "
+                                 "step's first keys), or the bank from before the step for both terms"),
+    })
     spec = METHODS[a.method]
     train_all, subset, test = setup(a)
     loader = torch.utils.data.DataLoader(Pairs(subset, spec.get("scale", (0.08, 1.0))), batch_size=a.batch,
                                          shuffle=True, drop_last=True, num_workers=a.workers,
                                          persistent_workers=a.workers > 0)
     model = Method(a.method)
+    model.moco_bank = a.moco_bank
     lr = spec["lr"] * (a.batch / 256 if spec.get("scaled", True) else 1.0)
     trained = [p for p in model.parameters() if p.requires_grad]
-    decayed = [p for p in trained if p.ndim > 1]
-    plain = [p for p in trained if p.ndim <= 1]
-    opt = torch.optim.SGD([{"params": decayed, "weight_decay": spec["wd"]}, {"params": plain, "weight_decay": 0.0}],
-                          lr=lr, momentum=0.9)
+    opt = torch.optim.SGD(trained, lr=lr, momentum=0.9, weight_decay=spec["wd"])
     total = a.epochs * len(loader)
     step, epoch_s = 0, []
     for epoch in range(a.epochs):
