@@ -47,6 +47,7 @@ fn knn_and_probe_against_both_baselines_are_saved_in_the_run() {
         assert!(o.status.success(), "{baseline:?}: {err}");
         let stdout = String::from_utf8_lossy(&o.stdout);
         assert!(stdout.contains("k =    1") && stdout.contains("k =   10"), "{stdout}");
+        assert!(stdout.contains("each left out of its own ranking") && stdout.contains("MAP@R"), "{stdout}");
         let (o, err) = run(&pargs);
         assert!(o.status.success(), "{baseline:?}: {err}");
         let stdout = String::from_utf8_lossy(&o.stdout);
@@ -64,6 +65,10 @@ fn knn_and_probe_against_both_baselines_are_saved_in_the_run() {
     let knn = recs.iter().find(|r| r.features == "trained" && r.knn.is_some()).unwrap();
     assert_eq!(knn.knn.as_ref().unwrap()[0].top1, 1.0);
     assert_eq!(knn.feature_dim, 256);
+    // Retrieval leaves each image out of its own ranking, so it is not trivially perfect.
+    let r = knn.retrieval.as_ref().unwrap();
+    assert!(r.leave_one_out && r.queries == knn.test_images, "{r:?}");
+    assert!(r.map_at_r > 0.0 && r.map_at_r <= 1.0 && r.precision_at_1 == r.recall_at[0].recall, "{r:?}");
     let px = recs.iter().find(|r| r.features == "pixels" && r.knn.is_some()).unwrap();
     assert_eq!(px.feature_dim, 3 * 16 * 16);
     let probe = recs.iter().find(|r| r.features == "trained" && r.probe.is_some()).unwrap().probe.clone().unwrap();

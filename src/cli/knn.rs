@@ -9,6 +9,7 @@ use clap::Args;
 use super::encoder_args::EncoderArgs;
 use crate::eval::knn::knn;
 use crate::eval::record::EvalRecord;
+use crate::eval::retrieval::retrieval;
 
 #[derive(Args, Debug)]
 pub struct KnnArgs {
@@ -54,6 +55,10 @@ pub fn evaluate(args: &KnnArgs, verbose: bool) -> Result<Option<EvalRecord>> {
     }
     let device = r.encoder.as_ref().map(|e| e.device().clone()).unwrap_or_else(burn::tensor::Device::flex);
     let results = knn(&ftr.emb, &ytr, &fte.emb, &yte, &args.k, args.t, &device);
+    // A test image that is also a training image (the same file) is left out of its own ranking.
+    let gallery: std::collections::HashMap<String, usize> = (0..train.len()).map(|i| (train.name(i), i)).collect();
+    let itself: Vec<Option<usize>> = (0..test.len()).map(|q| gallery.get(&test.name(q)).copied()).collect();
+    let retrieval = retrieval(&ftr.emb, &ytr, &fte.emb, &yte, &itself, &device);
     let rec = EvalRecord {
         features: r.name.clone(),
         weights: r.weights().map(|w| w.name().to_string()),
@@ -66,6 +71,7 @@ pub fn evaluate(args: &KnnArgs, verbose: bool) -> Result<Option<EvalRecord>> {
         seconds: started.elapsed().as_secs_f64(),
         knn: Some(results),
         probe: None,
+        retrieval: Some(retrieval),
     };
     save(&rec, r.out.as_deref(), verbose)?;
     Ok(Some(rec))
@@ -90,6 +96,17 @@ pub fn run(args: KnnArgs, verbose: bool) -> Result<()> {
     );
     for k in rec.knn.iter().flatten() {
         println!("  k = {:>4}: top-1 {:6.2}%  top-5 {:6.2}%", k.k, 100.0 * k.top1, 100.0 * k.top5);
+    }
+    if let Some(r) = &rec.retrieval {
+        let recall: Vec<String> = r.recall_at.iter().map(|x| format!("R@{} {:.2}%", x.k, 100.0 * x.recall)).collect();
+        println!(
+            "retrieval ({} queries{}): P@1 {:.2}%  {}  MAP@R {:.2}%",
+            r.queries,
+            if r.leave_one_out { ", each left out of its own ranking" } else { "" },
+            100.0 * r.precision_at_1,
+            recall.join("  "),
+            100.0 * r.map_at_r
+        );
     }
     Ok(())
 }

@@ -94,6 +94,7 @@ pub fn evaluate(args: &ProbeArgs, verbose: bool) -> Result<Option<EvalRecord>> {
         seconds: started.elapsed().as_secs_f64(),
         knn: None,
         probe: Some(result),
+        retrieval: None,
     };
     save(&rec, r.out.as_deref(), verbose)?;
     Ok(Some(rec))

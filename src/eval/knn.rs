@@ -3,8 +3,9 @@
 //! test image each vote `exp(sim / t)` for their class; the class with the most weight wins.
 //!
 //! Similarities are computed in chunks of test images on the chosen device (a matrix product),
-//! and the neighbours selected on the host, so 50,000 × 10,000 fits in little memory. Several
-//! `k` are answered from one pass (each is a prefix of the largest).
+//! and the neighbours selected on the host, so 50,000 × 10,000 fits in little memory
+//! ([`ranked`], which the retrieval metrics of `super::retrieval` share). Several `k` are
+//! answered from one pass (each is a prefix of the largest).
 
 use burn::prelude::*;
 use rayon::prelude::*;
@@ -54,6 +55,34 @@ fn vote(neighbours: &[(usize, f32)], train_labels: &[u32], classes: usize, t: f6
     (order[0] == label as usize, order.iter().take(5).any(|&c| c == label as usize))
 }
 
+/// For every row of `test`, its `depth(row)` nearest rows of `train` by cosine similarity
+/// (value descending, then index ascending), handed to `per_row(row, neighbours)`: the one
+/// chunked similarity search that k-NN and the retrieval metrics share.
+pub(crate) fn ranked<T: Send>(
+    train: &Embeddings,
+    test: &Embeddings,
+    device: &Device,
+    depth: impl Fn(usize) -> usize + Sync,
+    per_row: impl Fn(usize, &[(usize, f32)]) -> T + Sync,
+) -> Vec<T> {
+    assert_eq!(train.d, test.d, "feature dimensions differ");
+    let bank = normalized_tensor(train, device).transpose();
+    let queries = normalized_tensor(test, device);
+    let mut out = Vec::with_capacity(test.n);
+    for start in (0..test.n).step_by(CHUNK) {
+        let len = CHUNK.min(test.n - start);
+        let sims = queries.clone().narrow(0, start, len).matmul(bank.clone());
+        let sims: Vec<f32> = sims.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 similarities");
+        let rows: Vec<T> = sims
+            .par_chunks(train.n)
+            .enumerate()
+            .map(|(r, row)| per_row(start + r, &top_k(row, depth(start + r))))
+            .collect();
+        out.extend(rows);
+    }
+    out
+}
+
 /// Weighted k-NN accuracy of `test` against `train` for each of `ks`, with temperature `t`.
 pub fn knn(
     train: &Embeddings,
@@ -64,31 +93,20 @@ pub fn knn(
     t: f64,
     device: &Device,
 ) -> Vec<KnnResult> {
-    assert_eq!(train.d, test.d, "feature dimensions differ");
     let classes = train_labels.iter().chain(test_labels).max().map_or(1, |&m| m as usize + 1);
     let k_max = ks.iter().copied().max().unwrap_or(1);
-    let bank = normalized_tensor(train, device).transpose();
-    let queries = normalized_tensor(test, device);
+    let rows: Vec<Vec<(bool, bool)>> = ranked(
+        train,
+        test,
+        device,
+        |_| k_max,
+        |q, nb| ks.iter().map(|&k| vote(&nb[..k.min(nb.len())], train_labels, classes, t, test_labels[q])).collect(),
+    );
     let mut hits = vec![(0usize, 0usize); ks.len()];
-    for start in (0..test.n).step_by(CHUNK) {
-        let len = CHUNK.min(test.n - start);
-        let sims = queries.clone().narrow(0, start, len).matmul(bank.clone());
-        let sims: Vec<f32> = sims.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 similarities");
-        let chunk_hits: Vec<Vec<(bool, bool)>> = sims
-            .par_chunks(train.n)
-            .enumerate()
-            .map(|(r, row)| {
-                let nb = top_k(row, k_max);
-                ks.iter()
-                    .map(|&k| vote(&nb[..k.min(nb.len())], train_labels, classes, t, test_labels[start + r]))
-                    .collect()
-            })
-            .collect();
-        for row in chunk_hits {
-            for (h, (t1, t5)) in hits.iter_mut().zip(row) {
-                h.0 += usize::from(t1);
-                h.1 += usize::from(t5);
-            }
+    for row in rows {
+        for (h, (t1, t5)) in hits.iter_mut().zip(row) {
+            h.0 += usize::from(t1);
+            h.1 += usize::from(t5);
         }
     }
     let n = test.n.max(1) as f64;

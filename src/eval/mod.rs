@@ -18,3 +18,4 @@ pub mod load;
 pub mod monitor;
 pub mod probe;
 pub mod record;
+pub mod retrieval;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::knn::KnnResult;
 use super::probe::ProbeResult;
+use super::retrieval::RetrievalResult;
 
 /// Which features were evaluated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -42,6 +43,9 @@ pub struct EvalRecord {
     pub knn: Option<Vec<KnnResult>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<ProbeResult>,
+    /// With k-NN: precision@1, recall@k and MAP@R of the test images against the training ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<RetrievalResult>,
 }
 
 /// The label used in file names and tables.
