@@ -300,6 +300,14 @@ fn open_shards(root: &Path, shards: Vec<PathBuf>, opts: &LoadOptions) -> Result<
     let pb = progress(opts, shards.len(), "reading shard headers");
     let index = webdataset::index_shards(shards, &|| pb.inc(1));
     pb.finish_and_clear();
+    if let (Some((without, of)), true) = (index.without_label, opts.verbose) {
+        eprintln!(
+            "warning: {} of {} samples in {} have no .cls label: the shards are read as unlabelled",
+            thousands(without),
+            thousands(of),
+            root.display()
+        );
+    }
     let labels = index.samples.iter().map(|s| s.label).collect();
     let members = index.samples.into_iter().map(|s| s.image).collect();
     let files = Files::Members { shards: index.shards, members };

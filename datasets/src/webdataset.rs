@@ -57,6 +57,9 @@ pub struct ShardIndex {
     /// Class names in label order; empty when the set is unlabelled.
     pub classes: Vec<String>,
     pub skipped: Vec<Skipped>,
+    /// When some samples have a `.cls` and others not (so the set is read unlabelled): how many
+    /// lack one, of how many.
+    pub without_label: Option<(usize, usize)>,
 }
 
 /// The shard files `path` names, or `None` when it is not a shard set (see the module docs).
@@ -181,7 +184,9 @@ pub fn index_shards(shards: Vec<PathBuf>, on_shard: &(dyn Fn() + Sync)) -> Shard
         samples.extend(s);
         skipped.extend(k);
     }
-    let labelled = !samples.is_empty() && samples.iter().all(|s| s.label.is_some());
+    let unlabelled = samples.iter().filter(|s| s.label.is_none()).count();
+    let labelled = !samples.is_empty() && unlabelled == 0;
+    let without_label = (unlabelled > 0 && unlabelled < samples.len()).then_some((unlabelled, samples.len()));
     let classes = if labelled {
         let (n, names) = match class_names(&shards[0]) {
             Some(names) => (names.len() as u32, Some(names)),
@@ -209,7 +214,7 @@ pub fn index_shards(shards: Vec<PathBuf>, on_shard: &(dyn Fn() + Sync)) -> Shard
         }
         Vec::new()
     };
-    ShardIndex { shards, samples, classes, skipped }
+    ShardIndex { shards, samples, classes, skipped, without_label }
 }
 
 /// `classes.txt` beside the first shard, one class name per line.

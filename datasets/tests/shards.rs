@@ -211,6 +211,8 @@ fn a_labelled_set_needs_every_label_and_classes_txt_bounds_them() {
     std::fs::write(dir.join("t.tar"), tar.into_inner().unwrap()).unwrap();
     let ds = open(&dir, &quiet()).unwrap();
     assert!(!ds.is_labeled() && ds.len() == 4 && ds.skipped().is_empty());
+    let index = selfsup_datasets::webdataset::index_shards(vec![dir.join("s.tar"), dir.join("t.tar")], &|| ());
+    assert_eq!(index.without_label, Some((1, 4)), "the mix is reported (open warns with it)");
 }
 
 #[test]

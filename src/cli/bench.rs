@@ -70,7 +70,9 @@ pub enum TrainMode {
 
 #[derive(Args, Debug)]
 pub struct AugmentArgs {
-    /// Dataset to take images from (decoded once, before timing).
+    /// Dataset to take images from: decoded once before timing when it fits `data.cache_limit`;
+    /// with `--set data.cache_limit=0` every image is read and decoded as its views are made
+    /// (the streaming path, timed whole).
     #[arg(long, conflicts_with = "synthetic")]
     pub data: Option<PathBuf>,
     /// Use synthetic images of this size instead, e.g. 500x375.
