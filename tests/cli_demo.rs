@@ -37,6 +37,7 @@ fn demo_generates_data_trains_evaluates_and_reports() {
     assert!(recs.iter().all(|r| r.test_images == 100 && r.classes.len() == 10));
     let html = std::fs::read_to_string(out.join("run/report.html")).unwrap();
     assert!(html.contains("linear probe") && html.contains("random-init") && html.contains("pixels"));
+    assert_eq!(html.matches("retrieval: P@1, R@5").count(), 3, "a retrieval row for the encoder and each baseline");
     // A second demo into the same folder does not overwrite the first.
     let (o, err) = run(&args);
     assert!(!o.status.success() && err.contains("already holds a demo run"), "{err}");

@@ -153,6 +153,21 @@ fn eval_table(records: &[EvalRecord]) -> String {
                 r.feature_dim
             );
         }
+        if let Some(x) = &r.retrieval {
+            let recall = |k: usize| x.recall_at.iter().find(|a| a.k == k).map_or(0.0, |a| 100.0 * a.recall);
+            let _ = write!(
+                s,
+                "<tr><td>{}</td><td>retrieval: P@1, R@5</td><td>{:.2}%</td><td>{:.2}%</td><td>{} / {}</td><td>MAP@R {:.2}%, R@10 {:.2}%{}</td></tr>",
+                esc(&r.features),
+                100.0 * x.precision_at_1,
+                recall(5),
+                r.train_images,
+                r.test_images,
+                100.0 * x.map_at_r,
+                recall(10),
+                if x.leave_one_out { ", each query left out of its own ranking" } else { "" }
+            );
+        }
         if let Some(p) = &r.probe {
             let _ = write!(
                 s,
