@@ -143,25 +143,26 @@ impl Files {
                 let m = &members[slot];
                 MemberReader::open(&shards[m.shard as usize], m)
             }
-            _ => unreachable!("only shard members are read through a member reader"),
+            _ => unreachable!(
+                "only shard members are read through a member reader (binary formats are decoded when opened)"
+            ),
         }
     }
 
     fn decode(&self, slot: usize, opts: &DecodeOptions) -> Result<RgbImage8, String> {
         match self {
-            Files::Members { .. } => {
-                decode_bytes(&self.member(slot).and_then(MemberReader::read_all).map_err(|e| e.to_string())?, opts)
-            }
-            _ => decode_file(&self.label(slot), opts),
+            Files::Paths(p) => decode_file(&p[slot], opts),
+            _ => decode_bytes(&self.member(slot).and_then(MemberReader::read_all).map_err(|e| e.to_string())?, opts),
         }
     }
 
     fn probe(&self, slot: usize, opts: &DecodeOptions) -> Result<(u32, u32), String> {
         match self {
+            Files::Paths(p) => probe_file(&p[slot], opts),
             Files::Members { members, .. } => {
                 probe_read(self.member(slot).map_err(|e| e.to_string())?, members[slot].len, opts)
             }
-            _ => probe_file(&self.label(slot), opts),
+            Files::None => unreachable!("binary formats are decoded when opened"),
         }
     }
 }

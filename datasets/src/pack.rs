@@ -8,6 +8,8 @@ use std::io::{self, Read, Write};
 use std::ops::Range;
 use std::path::PathBuf;
 
+use crate::webdataset::TAR_BLOCK;
+
 /// One image to pack.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PackItem {
@@ -17,11 +19,9 @@ pub struct PackItem {
     pub len: u64,
 }
 
-const BLOCK: u64 = 512;
-
 /// The bytes a member of `len` bytes takes in a tar file: its header and its padded data.
 fn member_bytes(len: u64) -> u64 {
-    BLOCK + len.div_ceil(BLOCK) * BLOCK
+    TAR_BLOCK + len.div_ceil(TAR_BLOCK) * TAR_BLOCK
 }
 
 /// The bytes `item` takes in a shard.
@@ -33,12 +33,12 @@ pub fn sample_bytes(item: &PackItem) -> u64 {
 /// blocks included) unless a single sample is larger, which then has a shard of its own.
 pub fn plan_shards(items: &[PackItem], shard_size: u64) -> Vec<Range<usize>> {
     let mut shards = Vec::new();
-    let (mut start, mut bytes) = (0, 2 * BLOCK);
+    let (mut start, mut bytes) = (0, 2 * TAR_BLOCK);
     for (i, item) in items.iter().enumerate() {
         let b = sample_bytes(item);
         if i > start && bytes + b > shard_size {
             shards.push(start..i);
-            (start, bytes) = (i, 2 * BLOCK);
+            (start, bytes) = (i, 2 * TAR_BLOCK);
         }
         bytes += b;
     }

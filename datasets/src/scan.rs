@@ -140,21 +140,23 @@ fn list(dir: &Path, ancestors: &[(u64, u64)], unreadable: &mut Vec<(PathBuf, Str
 /// Walks `dir` (whose ancestors, itself included, are `ancestors`) into `out`, its sub-folders
 /// in parallel, counting files in `found`.
 fn walk(dir: &Path, ancestors: &[(u64, u64)], found: &AtomicU64, pb: &ProgressBar, out: &mut Walked) {
-    let entries = list(dir, ancestors, &mut out.unreadable);
-    let files_here = entries.iter().filter(|e| matches!(e.1, Kind::File)).count() as u64;
-    pb.set_position(found.fetch_add(files_here, Ordering::Relaxed) + files_here);
-    let subs = walk_dirs(&entries, ancestors, found, pb);
+    let (entries, subs) = list_and_walk(dir, ancestors, found, pb, &mut out.unreadable);
     merge(entries, subs, out);
 }
 
-/// Walks the sub-folders among `entries` in parallel, in their order.
-fn walk_dirs(
-    entries: &[(PathBuf, Kind)],
+/// `dir`'s own entries (its files counted in `found`), and the walks of its sub-folders, made in
+/// parallel, in their order.
+fn list_and_walk(
+    dir: &Path,
     ancestors: &[(u64, u64)],
     found: &AtomicU64,
     pb: &ProgressBar,
-) -> Vec<Walked> {
-    entries
+    unreadable: &mut Vec<(PathBuf, String)>,
+) -> (Vec<(PathBuf, Kind)>, Vec<Walked>) {
+    let entries = list(dir, ancestors, unreadable);
+    let files_here = entries.iter().filter(|e| matches!(e.1, Kind::File)).count() as u64;
+    pb.set_position(found.fetch_add(files_here, Ordering::Relaxed) + files_here);
+    let subs = entries
         .par_iter()
         .filter_map(|(path, kind)| match kind {
             Kind::File => None,
@@ -166,7 +168,8 @@ fn walk_dirs(
                 Some(w)
             }
         })
-        .collect()
+        .collect();
+    (entries, subs)
 }
 
 /// `entries`' files and their sub-folders' walks, in sorted depth-first order.
@@ -205,11 +208,8 @@ pub fn scan_folder(root: &Path, verbose: bool) -> Result<Scan, DatasetError> {
     } else {
         ProgressBar::hidden()
     };
-    let ancestors = [identity(&meta)];
     let mut unreadable = Vec::new();
-    let entries = list(root, &ancestors, &mut unreadable);
-    let found = AtomicU64::new(0);
-    let subs = walk_dirs(&entries, &ancestors, &found, &pb);
+    let (entries, subs) = list_and_walk(root, &[identity(&meta)], &AtomicU64::new(0), &pb, &mut unreadable);
     pb.finish_and_clear();
     // Labeled iff no image sits directly in the root: then each top-level folder is a class.
     let labeled = entries.iter().all(|e| matches!(e.1, Kind::Dir(_))) && subs.iter().any(|w| !w.files.is_empty());

@@ -28,6 +28,10 @@ use crate::decode::one_line;
 use crate::error::DatasetError;
 use crate::scan::{IMAGE_EXTENSIONS, has_image_extension};
 
+/// A tar file's unit: every header and every member's padded data is a whole number of these,
+/// and the archive ends with two zero blocks.
+pub const TAR_BLOCK: u64 = 512;
+
 /// Without `classes.txt` the classes are named by their numbers, up to this many.
 pub const MAX_UNNAMED_CLASSES: u32 = 100_000;
 
@@ -256,7 +260,7 @@ fn index_one(shard: u32, path: &Path) -> (Vec<ShardSample>, Vec<Skipped>) {
     };
     let mut pending: Option<Pending> = None;
     let mut last = String::from("(the first member)");
-    // Where the data of the last member read ends (tar pads each member to 512 bytes).
+    // Where the data of the last member read ends (tar pads each member to a whole block).
     let mut end = Some(0);
     for entry in entries {
         let mut entry = match entry {
@@ -271,10 +275,6 @@ fn index_one(shard: u32, path: &Path) -> (Vec<ShardSample>, Vec<Skipped>) {
                 break;
             }
         };
-        end = Some(entry.raw_file_position() + entry.size().div_ceil(512) * 512);
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
         // Control characters (a newline in a damaged name) are escaped: messages stay one line.
         let name: String = String::from_utf8_lossy(&entry.path_bytes())
             .chars()
@@ -289,6 +289,11 @@ fn index_one(shard: u32, path: &Path) -> (Vec<ShardSample>, Vec<Skipped>) {
             );
             end = None;
             break;
+        }
+        // Within the file (checked above), so the padded end cannot overflow.
+        end = Some(offset + len.div_ceil(TAR_BLOCK) * TAR_BLOCK);
+        if !entry.header().entry_type().is_file() {
+            continue;
         }
         last.clone_from(&name);
         let Some((key, ext)) = key_and_extension(&name) else { continue };
@@ -311,7 +316,7 @@ fn index_one(shard: u32, path: &Path) -> (Vec<ShardSample>, Vec<Skipped>) {
     }
     // A tar file ends with two zero blocks; the reader stops quietly at the end of the file
     // without them, so a shard cut at a member boundary would otherwise lose its tail unseen.
-    if end.is_some_and(|e| e.saturating_add(1024) > file_len) {
+    if end.is_some_and(|e| e.saturating_add(2 * TAR_BLOCK) > file_len) {
         skipped.push(Skipped {
             path: path.to_path_buf(),
             reason: if samples.is_empty() && end == Some(0) {

@@ -19,7 +19,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use selfsup_datasets::dataset::{progress_bar, thousands};
-use selfsup_datasets::decode::probe_file;
+use selfsup_datasets::decode::probe_read;
 use selfsup_datasets::pack::{PackItem, plan_shards, write_shard};
 use selfsup_datasets::scan::scan_folder;
 
@@ -105,9 +105,12 @@ pub fn pack(args: &PackArgs, verbose: bool) -> Result<Packed> {
         .entries
         .par_iter()
         .map(|e| {
-            let r = probe_file(&e.path, &Default::default())
-                .and_then(|_| std::fs::metadata(&e.path).map_err(|e| e.to_string()))
-                .map(|m| PackItem { source: e.path.clone(), label: e.label, len: m.len() });
+            // One open and one stat per file: the size the shard plan needs, then the header.
+            let r = std::fs::File::open(&e.path)
+                .and_then(|f| Ok((f.metadata()?.len(), f)))
+                .map_err(|e| e.to_string())
+                .and_then(|(len, f)| probe_read(f, len, &Default::default()).map(|_| len))
+                .map(|len| PackItem { source: e.path.clone(), label: e.label, len });
             pb.inc(1);
             r.map_err(|reason| pb.suspend(|| eprintln!("warning: skipped {}: {reason}", e.path.display()))).ok()
         })
