@@ -1,6 +1,7 @@
 //! Checkpoint files: one safetensors file holding the model's tensors (`model.<path>`), the
 //! optimizer's state (`optim.<path>/<i>`), the method's state (`method.teacher.<path>`,
-//! `method.queue.keys`, …; see `crate::method::state`), and in its metadata the training position, the
+//! `method.queue.keys`, …; see `crate::method::state`), the online linear classifier
+//! (`online.linear.*`), and in its metadata the training position, the
 //! resolved configuration and the device. Written atomically (temporary file, fsync, rename),
 //! so a crash leaves either the previous checkpoint or the new one, never half of one; a CRC-32
 //! of the metadata and tensors (metadata `crc32`) makes a file damaged later (a bit flip, a
@@ -38,6 +39,9 @@ pub struct Checkpoint {
     /// The method's state beside the weights (teacher, queue, centre), named without the
     /// `method.` prefix; empty for SimCLR.
     pub method: Vec<NamedTensor>,
+    /// The online linear classifier and its momentum (`online.linear.*`; see
+    /// `crate::train::online_linear`), named without the `online.` prefix; empty without one.
+    pub online: Vec<NamedTensor>,
     /// The resolved configuration (TOML) of the run.
     pub config: String,
     /// Free-form facts kept with the weights (device, selfsup version, …).
@@ -84,6 +88,7 @@ impl Checkpoint {
             .map(|t| Entry::f32(format!("model.{}", t.name), t.shape.clone(), &t.values))
             .chain(self.optimizer.iter().map(|t| Entry::f32(format!("optim.{}", t.name), t.shape.clone(), &t.values)))
             .chain(self.method.iter().map(|t| Entry::f32(format!("method.{}", t.name), t.shape.clone(), &t.values)))
+            .chain(self.online.iter().map(|t| Entry::f32(format!("online.{}", t.name), t.shape.clone(), &t.values)))
             .collect();
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         let mut meta = self.notes.clone();
@@ -124,6 +129,7 @@ impl Checkpoint {
         let mut model = Vec::new();
         let mut optimizer = Vec::new();
         let mut method = Vec::new();
+        let mut online = Vec::new();
         let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
         names.sort();
         if let Some(want) = meta.get("crc32") {
@@ -152,6 +158,8 @@ impl Checkpoint {
                 optimizer.push(NamedTensor { name: n.to_string(), shape, values });
             } else if let Some(n) = name.strip_prefix("method.") {
                 method.push(NamedTensor { name: n.to_string(), shape, values });
+            } else if let Some(n) = name.strip_prefix("online.") {
+                online.push(NamedTensor { name: n.to_string(), shape, values });
             } else {
                 return Err(bad(format!("unexpected tensor {name}")));
             }
@@ -160,7 +168,7 @@ impl Checkpoint {
         for k in ["format", "epoch", "step_in_epoch", "global_step", "optimizer_steps", "config", "crc32"] {
             notes.remove(k);
         }
-        Ok(Self { position, model, optimizer_steps, optimizer, method, config, notes })
+        Ok(Self { position, model, optimizer_steps, optimizer, method, online, config, notes })
     }
 }
 
@@ -186,6 +194,7 @@ mod tests {
                 shape: vec![2, 2],
                 values: vec![0.25, 1.0, -3.0, 2.0],
             }],
+            online: vec![NamedTensor { name: "linear.bias".into(), shape: vec![2], values: vec![0.5, -0.5] }],
             config: "seed = 1\n".into(),
             notes: HashMap::from([("device".to_string(), "flex".to_string())]),
         };
@@ -195,6 +204,7 @@ mod tests {
         assert_eq!(back.model, ck.model);
         assert_eq!(back.optimizer, ck.optimizer);
         assert_eq!(back.method, ck.method);
+        assert_eq!(back.online, ck.online);
         assert_eq!(back.config, ck.config);
         assert_eq!(back.notes, ck.notes);
         // One flipped bit anywhere in the tensor data, or a truncated copy, is refused.

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use selfsup_augment::{AugmentConfig, Preset};
 
 use crate::backend::BackendChoice;
-use crate::eval::monitor::MonitorConfig;
+use crate::eval::monitor_config::MonitorConfig;
 use crate::loss::LossConfig;
 use crate::method::{MethodConfig, MethodKind};
 use crate::model::{Encoder, ModelConfig};
@@ -466,6 +466,9 @@ impl Config {
         }
         if !(mo.knn_temperature > 0.0 && mo.knn_temperature.is_finite()) {
             bad("monitor.knn_temperature", &mo.knn_temperature, "must be > 0")?;
+        }
+        if !(mo.linear_lr > 0.0 && mo.linear_lr.is_finite()) {
+            bad("monitor.linear_lr", &mo.linear_lr, "must be > 0")?;
         }
         Ok(())
     }

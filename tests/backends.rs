@@ -79,6 +79,7 @@ fn losses(device: Device, weights: &[NamedTensor], batches: &[Vec<f32>], cfg: &C
                 Some(&[0, 1, 0, 1]),
                 StepAt::fixed(0.05),
                 &selfsup::dist::single(),
+                None,
             )
             .unwrap();
             model = trained;

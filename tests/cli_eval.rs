@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{SMOKE, embed, read_npy, run, shapes_folder};
+use common::{embed, pretrain_args, read_npy, run, shapes_folder};
 use selfsup::eval::record::EvalRecord;
 
 /// A trained run on a small labelled folder: (tempdir, data, run).
@@ -12,8 +12,9 @@ fn trained() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let data = d.path().join("data");
     shapes_folder(&data, 3, 12, 16);
     let out = d.path().join("run");
-    let (o, err) =
-        run(&["pretrain", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--config", SMOKE, "-q"]);
+    let mut args = pretrain_args(&data, &out, &["monitor.linear=true"]);
+    args.push("-q".into());
+    let (o, err) = run(&args);
     assert!(o.status.success(), "{err}");
     (d, data, out)
 }
@@ -126,19 +127,50 @@ fn embed_neighbors_export_and_report() {
     assert!(tensors.names().iter().all(|n| n.starts_with("backbone.")));
     assert_eq!(tensors.tensor("backbone.ConvNet.layers.0.conv.weight").unwrap().shape(), &[32, 3, 3, 3]);
 
+    // Class folders with a name in another script and one long enough to be cut, holding
+    // HTML's special characters: probes of the encoder and the pixels on them, then the report.
+    let renamed = d.path().join("renamed");
+    let long = "<i>a rather long class name & more";
+    for (from, to) in [("class0", "猫"), ("class1", long), ("class2", "class2")] {
+        let dir = renamed.join(to);
+        std::fs::create_dir_all(&dir).unwrap();
+        for e in std::fs::read_dir(data.join(from)).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let r = renamed.to_str().unwrap();
+    for baseline in [&[][..], &["--baseline", "pixels"][..]] {
+        let mut args = vec!["probe", "--model", out.to_str().unwrap(), "--train", r, "--test", r, "--backend", "flex", "-q"];
+        args.extend(baseline);
+        let (o, err) = run(&args);
+        assert!(o.status.success(), "{err}");
+    }
     let (o, err) = run(&["report", out.to_str().unwrap(), "--backend", "flex"]);
     assert!(o.status.success(), "{err}");
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     for needle in [
         "<h2>Summary</h2>",
+        "finished: 2 epochs",
+        "online linear classifier (held out)",
         "Loss, learning rate",
+        "Online k-NN and linear-classifier accuracy",
+        "Embedding map: 36 images",
         "Augmentations",
         "Nearest neighbours",
         "<h2>Configuration</h2>",
         "data:image/png;base64,",
+        "猫",
+        "&lt;i&gt;a rather long class name &amp; more",
     ] {
         assert!(html.contains(needle), "report lacks {needle}");
     }
+    assert!(!html.contains(long), "class names are escaped");
+    // The two probes' confusion matrices side by side, the baseline first.
+    assert_eq!(html.matches("<div class=\"cm\">").count(), 2);
+    let (pixels, trained) = (html.find("linear probe: pixels").unwrap(), html.find("linear probe: trained").unwrap());
+    assert!(pixels < trained);
+    assert!(image::open(out.join("plots/embedding-map.png")).is_ok());
     assert!(
         !html.contains("http://") && !html.contains("https://") && !html.contains("<script"),
         "the report must work offline"

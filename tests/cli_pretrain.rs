@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{SMOKE, pretrain_args, run, shapes_folder};
+use common::{SMOKE, pretrain_args, run, shapes_folder, tfevents};
 use selfsup::checkpoint::Checkpoint;
 use selfsup::train::metrics;
 
@@ -246,6 +246,8 @@ fn monitoring_logs_collapse_statistics_and_online_knn_and_can_stop_on_collapse()
         "monitor.knn_bank=40",
         "--set",
         "monitor.knn_k=5",
+        "--set",
+        "monitor.linear=true",
     ];
     let (o, err) = run(&[
         &["pretrain", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--config", SMOKE, "-q"],
@@ -268,6 +270,19 @@ fn monitoring_logs_collapse_statistics_and_online_knn_and_can_stop_on_collapse()
     let knn: Vec<u64> = mon.iter().filter(|(_, x)| x.knn.is_some()).map(|(s, _)| *s).collect();
     assert_eq!(knn, vec![6, 12], "online k-NN at the end of each epoch");
     assert!(mon.iter().all(|(_, x)| x.knn.as_ref().is_none_or(|k| (0.0..=1.0).contains(&k.top1))));
+    // TensorBoard shows the same values under stable tags.
+    let events = tfevents::assert_mirrors_metrics(&out);
+    let tagged = |tag: &str| events.iter().filter(|e| e.values.contains_key(tag)).map(|e| e.step).collect::<Vec<_>>();
+    assert_eq!(tagged("monitor/backbone/std_sqrt_d"), vec![2, 4, 6, 8, 10, 12]);
+    assert_eq!(tagged("monitor/projection/effective_rank"), vec![2, 4, 6, 8, 10, 12]);
+    assert_eq!(tagged("monitor/knn_top1"), vec![6, 12]);
+    // The online linear classifier, measured at the end of each epoch on the held-out images.
+    let linear: Vec<(u64, f64, usize)> =
+        mon.iter().filter_map(|(s, x)| x.linear.as_ref().map(|l| (*s, l.top1, l.images))).collect();
+    assert_eq!(linear.iter().map(|l| l.0).collect::<Vec<_>>(), vec![6, 12], "{linear:?}");
+    assert!(linear.iter().all(|l| (0.0..=1.0).contains(&l.1) && l.2 == 6), "{linear:?}");
+    assert_eq!(tagged("monitor/linear_top1"), vec![6, 12]);
+    assert_eq!(tagged("train/loss").len(), m.len());
 
     // A threshold no representation can meet (std·√d is at most 1) fires the rule at once.
     let out2 = d.path().join("run2");

@@ -64,26 +64,33 @@ fn pack_writes_shards_that_python_reads_and_every_command_takes_as_data() {
                   for t in sorted(glob.glob(sys.argv[1] + '/*.tar')):\n\
                   \x20   with tarfile.open(t) as f:\n\
                   \x20       f.extractall(sys.argv[2])\n";
-    let py = Command::new("python3")
-        .args(["-c", script, shards.to_str().unwrap(), extracted.to_str().unwrap()])
-        .output()
-        .expect("python3 (the test reads the shards back with Python's tarfile)");
-    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
-    let sources: BTreeMap<Vec<u8>, String> =
-        files(&data).into_iter().filter(|(_, n, _)| n != "broken.png").map(|(c, _, b)| (b, c)).collect();
-    let mut seen = 0;
-    for e in std::fs::read_dir(&extracted).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().unwrap() != "png" {
-            continue;
+    match Command::new("python3").args(["-c", script, shards.to_str().unwrap(), extracted.to_str().unwrap()]).output() {
+        Ok(py) => {
+            assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+            let sources: BTreeMap<Vec<u8>, String> =
+                files(&data).into_iter().filter(|(_, n, _)| n != "broken.png").map(|(c, _, b)| (b, c)).collect();
+            let mut seen = 0;
+            for e in std::fs::read_dir(&extracted).unwrap() {
+                let p = e.unwrap().path();
+                if p.extension().unwrap() != "png" {
+                    continue;
+                }
+                let class = sources
+                    .get(&std::fs::read(&p).unwrap())
+                    .unwrap_or_else(|| panic!("{} is no source file", p.display()));
+                let cls = std::fs::read_to_string(p.with_extension("cls")).unwrap();
+                assert_eq!(format!("class{cls}"), *class, "{}", p.display());
+                seen += 1;
+            }
+            assert_eq!(seen, 40, "every image once");
         }
-        let class =
-            sources.get(&std::fs::read(&p).unwrap()).unwrap_or_else(|| panic!("{} is no source file", p.display()));
-        let cls = std::fs::read_to_string(p.with_extension("cls")).unwrap();
-        assert_eq!(format!("class{cls}"), *class, "{}", p.display());
-        seen += 1;
+        // A machine with only a Rust toolchain: the rest of the test still runs. CI sets
+        // SELFSUP_REQUIRE_PYTHON=1, so there it must not be skipped.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && std::env::var_os("SELFSUP_REQUIRE_PYTHON").is_none() => {
+            eprintln!("python3 not found: the read-back with Python's tarfile is skipped (install python3 to run it)");
+        }
+        Err(e) => panic!("python3 (the test reads the shards back with Python's tarfile): {e}"),
     }
-    assert_eq!(seen, 40, "every image once");
 
     // Packing into a folder that holds shards is refused.
     let (o, err) = pack(&data, &shards, &[]);

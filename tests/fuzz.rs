@@ -487,6 +487,7 @@ fn seed_checkpoint(cfg: &Config, model: &Encoder) -> Checkpoint {
         optimizer_steps: 12,
         optimizer,
         method: Vec::new(),
+        online: Vec::new(),
         config: cfg.to_toml(),
         notes: HashMap::from([("device".to_string(), "flex".to_string())]),
     }

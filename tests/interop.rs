@@ -35,6 +35,7 @@ fn checkpoint_of(cfg: &Config, path: &Path) {
         optimizer_steps: 0,
         optimizer: Vec::new(),
         method: Vec::new(),
+        online: Vec::new(),
         config: cfg.to_toml(),
         notes: Default::default(),
     }

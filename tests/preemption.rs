@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Launch, SMOKE, method_sets, run, selfsup, shapes_folder, signal};
+use common::{Launch, SMOKE, method_sets, run, selfsup, shapes_folder, signal, tfevents};
 use selfsup::checkpoint::Checkpoint;
 use selfsup::method::MethodKind;
 use selfsup::named_tensors::NamedTensor;
@@ -119,6 +119,15 @@ fn final_checkpoint(out: &Path) -> Checkpoint {
 }
 
 /// Bit-identical tensors, naming those that differ.
+/// The run's TensorBoard file mirrors its metrics.jsonl (one file, no step twice or out of
+/// order) and shows the uninterrupted reference run's loss curve.
+fn assert_same_curves(out: &Path, reference: &Path, what: &str) {
+    let curve = |run: &Path| -> Vec<(i64, f32)> {
+        tfevents::assert_mirrors_metrics(run).iter().map(|e| (e.step, e.values["train/loss"])).collect()
+    };
+    assert_eq!(curve(out), curve(reference), "{what}: TensorBoard's loss curve");
+}
+
 fn assert_same(a: &[NamedTensor], b: &[NamedTensor], what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: tensor counts");
     let differ: Vec<&str> = a.iter().zip(b).filter(|(x, y)| x != y).map(|(x, _)| x.name.as_str()).collect();
@@ -141,12 +150,15 @@ fn sigterm_at_a_random_step_checkpoints_there_and_the_resumed_run_equals_an_unin
     let f = fixture();
     let mut pick = choices(test_seed());
     for kind in MethodKind::ALL {
-        // SimCLR with LARS for 100 steps; the other methods for 30.
+        // SimCLR with LARS for 80 steps; the other methods for 24 (40 images, 4 held out for
+        // the online classifier's accuracy: 4 steps of 8 per epoch).
         let mut sets: Vec<String> = match kind {
             MethodKind::Simclr => vec!["train.epochs=20".into(), "optim.kind=\"lars\"".into()],
             _ => [vec!["train.epochs=6".to_string()], method_sets(kind)].concat(),
         };
-        let total = if kind == MethodKind::Simclr { 100 } else { 30 };
+        // With the online linear classifier, which must resume exactly too.
+        sets.push("monitor.linear=true".into());
+        let total = if kind == MethodKind::Simclr { 80 } else { 24 };
         sets.push(format!("seed={}", 1 + pick(1000)));
         let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
         let name = kind.name();
@@ -171,10 +183,13 @@ fn sigterm_at_a_random_step_checkpoints_there_and_the_resumed_run_equals_an_unin
         let (st, err) = finish(pretrain(&f, &out, &sets, &["--resume", "-q"]), &f, &format!("resume-{name}"));
         assert!(st.success(), "{name}: {err}");
         assert_eq!(losses(&out), want_losses, "{name}: loss sequences (stopped at {stopped:?})");
+        assert_same_curves(&out, &reference_dir, &name);
         let got = final_checkpoint(&out);
         assert_same(&got.model, &want.model, &format!("{name}: final weights and batch-norm statistics"));
         assert_same(&got.optimizer, &want.optimizer, &format!("{name}: optimizer state"));
         assert_same(&got.method, &want.method, &format!("{name}: method state"));
+        assert!(!want.online.is_empty(), "{name}: the labelled fixture trains the online classifier");
+        assert_same(&got.online, &want.online, &format!("{name}: online linear classifier"));
         assert_eq!(got.notes.get("method.queue_next"), want.notes.get("method.queue_next"), "{name}: queue position");
     }
 }
@@ -225,13 +240,15 @@ fn kill_9_at_random_points_then_the_same_command_again_ends_bit_identical() {
         "train.keep_checkpoints=3",
         "data.cache_limit=0",
         "data.shuffle_buffer=7",
+        "monitor.linear=true",
     ]
     .map(String::from)
     .to_vec();
     sets.extend(method_sets(MethodKind::Moco));
     let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
     let (want_losses, want) = reference(&f, &sets);
-    let total = 40;
+    // 8 epochs of 4 steps (4 of the 40 images held out for the online classifier).
+    let total = 32;
     let mut pick = choices(test_seed());
     let out = f.root.join("run");
     let mut points: Vec<u64> = (0..10).map(|_| 1 + pick(total - 2)).collect();
@@ -257,17 +274,19 @@ fn kill_9_at_random_points_then_the_same_command_again_ends_bit_identical() {
     assert!(st.success(), "{err}");
     assert!(err.contains("resuming at"), "the same command resumes: {err}");
     assert_eq!(losses(&out), want_losses, "loss sequences (kills after steps {points:?})");
+    assert_same_curves(&out, &f.root.join("reference"), "after kill -9");
     let got = final_checkpoint(&out);
     assert_same(&got.model, &want.model, "final weights and batch-norm statistics");
     assert_same(&got.optimizer, &want.optimizer, "optimizer state");
     assert_same(&got.method, &want.method, "teacher and queue");
+    assert_same(&got.online, &want.online, "online linear classifier");
     let kept: Vec<String> = std::fs::read_dir(out.join("checkpoints"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    assert_eq!(kept, ["step-000000036.safetensors", "step-000000038.safetensors", "step-000000040.safetensors"]);
+    assert_eq!(kept, ["step-000000028.safetensors", "step-000000030.safetensors", "step-000000032.safetensors"]);
     let leftovers: Vec<_> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -312,6 +331,7 @@ fn a_damaged_or_truncated_checkpoint_is_refused_naming_the_newest_good_one() {
     let (st, err) = finish(pretrain(&f, &out, &sets, &["--resume-from", step4.to_str().unwrap(), "-q"]), &f, "from4");
     assert!(st.success(), "{err}");
     assert_same(&final_checkpoint(&out).model, &want.model, "weights after resuming from step 4");
+    assert_same_curves(&out, &f.root.join("reference"), "after --resume-from");
 }
 
 #[test]

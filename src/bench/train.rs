@@ -3,7 +3,10 @@
 //! tensors (compute alone) and with the real data path (augmentation on the loader thread,
 //! overlapping the steps), so their ratio shows whether loading ever holds the encoder back.
 //! Under `mpirun` every rank steps on its share of the global batch, and the time spent in
-//! collectives is reported beside the step time.
+//! collectives is reported beside the step time. With a labelled folder (and `monitor.linear`)
+//! the online linear classifier trains in the step as in `pretrain`, and its own work (its
+//! gradients and update on the step's features, timed apart on a copy) is reported against the
+//! step.
 
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
@@ -18,6 +21,7 @@ use crate::data::Dataset;
 use crate::method::MethodState;
 use crate::optim::Optimizer;
 use crate::train::loader::{Batch, Shard, ViewMakers, dataset_order, make_batch};
+use crate::train::online_linear::OnlineLinear;
 use crate::train::step::{StepAt, train_step};
 
 /// Timings of one mode.
@@ -35,6 +39,8 @@ pub struct TrainBench {
     pub step_seconds: Vec<f64>,
     /// Wall time of all timed steps.
     pub total_seconds: f64,
+    /// Seconds of the online linear classifier's work in each timed step (empty without it).
+    pub online_seconds: Vec<f64>,
 }
 
 impl TrainBench {
@@ -81,6 +87,10 @@ pub fn run(
         .map(|t| t.values.len())
         .sum();
     let mut optim = Optimizer::new(cfg.optim.clone());
+    let classes = ds.classes().len();
+    let mut online = (cfg.monitor.linear && ds.is_labeled() && classes > 1)
+        .then(|| OnlineLinear::new(model.backbone.dim(), classes, cfg.monitor.linear_lr, &device));
+    let mut online_seconds = Vec::new();
     let order = dataset_order(&ds, cfg.seed, 0, cfg.data.shuffle_buffer);
     let total = warmup + steps;
     let indices = |k: usize| -> Vec<usize> {
@@ -124,6 +134,7 @@ pub fn run(
                 batch.labels.as_deref(),
                 at,
                 &world,
+                online.as_mut(),
             )?;
             model = trained;
             if !out.loss.is_finite() {
@@ -131,11 +142,29 @@ pub fn run(
             }
             if k >= warmup {
                 step_seconds.push(t.elapsed().as_secs_f64());
+                if let (Some(o), Some(labels)) = (&online, batch.labels.as_deref()) {
+                    let mut copy = o.clone();
+                    let t = Instant::now();
+                    let rows = out.features.dims()[0] * world.size();
+                    let g = copy.gradients(out.features.clone(), labels, rows);
+                    copy.update(g, k as u64, total as u64);
+                    // Reading a value waits for the device.
+                    let _ = copy.bias.into_data();
+                    online_seconds.push(t.elapsed().as_secs_f64());
+                }
             }
         }
         Ok(())
     })?;
     let total_seconds = start.elapsed().as_secs_f64();
     let comm_seconds = crate::dist::watchdog::seconds_in_collectives() - comm_start;
-    Ok(TrainBench { batch, ranks: world.size(), comm_seconds, trainable_values, step_seconds, total_seconds })
+    Ok(TrainBench {
+        batch,
+        ranks: world.size(),
+        comm_seconds,
+        trainable_values,
+        step_seconds,
+        total_seconds,
+        online_seconds,
+    })
 }

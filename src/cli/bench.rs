@@ -207,6 +207,15 @@ pub fn run(cmd: BenchCommand, threads: Option<usize>) -> Result<()> {
                     r.step_seconds.len(),
                     r.total_seconds
                 ));
+                if !r.online_seconds.is_empty() {
+                    let (online, step) = (median(&r.online_seconds), median(&r.step_seconds));
+                    root_println(format!(
+                        "online linear classifier ({} classes, in the step above): median {:.2} ms a step = {:.2}% of the step without it",
+                        ds.classes().len(),
+                        1e3 * online,
+                        100.0 * online / (step - online).max(1e-9)
+                    ));
+                }
                 totals.push(r.total_seconds);
             }
             if let [premade, loader] = totals[..] {

@@ -1,5 +1,6 @@
 //! Keeping the ranks' models identical: they start from rank 0's weights, every rank's
-//! gradients are summed in one all-reduce of one flat buffer (not one call per tensor), so
+//! gradients (and those of what trains beside the model) are summed in one all-reduce of one
+//! flat buffer (not one call per tensor), so
 //! every rank applies the same update; and a checksum of the parameters, compared across ranks,
 //! catches a rank that drifted anyway.
 //!
@@ -46,19 +47,28 @@ impl ModuleVisitor for Unflatten<'_> {
     }
 }
 
-/// Replaces every gradient in `grads` by its sum over the ranks (one all-reduce).
-pub fn all_reduce<M: Module>(world: &dyn Collective, model: &M, grads: &mut GradientsParams) {
+/// Replaces every gradient in `grads`, and each tensor of `extra` (gradients trained beside the
+/// model: the online linear classifier's), by its sum over the ranks (one all-reduce).
+pub fn all_reduce<M: Module>(world: &dyn Collective, model: &M, grads: &mut GradientsParams, extra: &mut [Tensor<1>]) {
     if world.size() == 1 {
         return;
     }
     let mut f = Flatten { grads, parts: Vec::new() };
     model.visit(&mut f);
-    let Some(device) = f.parts.first().map(|t| t.device()) else { return };
-    let mut host = Tensor::cat(f.parts, 0).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 gradients");
+    let mut parts = f.parts;
+    parts.extend(extra.iter().cloned());
+    let Some(device) = parts.first().map(|t| t.device()) else { return };
+    let mut host = Tensor::cat(parts, 0).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 gradients");
     world.all_reduce_sum_f32(&mut host);
     let n = host.len();
     let flat = Tensor::<1>::from_data(TensorData::new(host, [n]), &device);
-    model.visit(&mut Unflatten { grads, flat, offset: 0 });
+    let mut u = Unflatten { grads, flat, offset: 0 };
+    model.visit(&mut u);
+    for t in extra.iter_mut() {
+        let len = t.dims()[0];
+        *t = u.flat.clone().narrow(0, u.offset, len);
+        u.offset += len;
+    }
 }
 
 /// A checksum of the trainable parameters (names and exact bits; BatchNorm's running

@@ -6,7 +6,8 @@
 //! - [`probe`] with [`lbfgs`] — the linear probe;
 //! - [`confusion`] — the probe's confusion matrix as CSV and PNG;
 //! - [`collapse`] — embedding std, effective rank, alignment, uniformity;
-//! - [`monitor`] — those statistics on a held-out batch while pretraining, and online k-NN;
+//! - [`monitor`] — those statistics on a held-out batch while pretraining, online k-NN and the
+//!   online linear classifier's accuracy; its `[monitor]` section in [`monitor_config`];
 //! - [`record`] — results saved as JSON in the run folder.
 
 pub mod collapse;
@@ -16,6 +17,7 @@ pub mod knn;
 pub mod lbfgs;
 pub mod load;
 pub mod monitor;
+pub mod monitor_config;
 pub mod probe;
 pub mod record;
 pub mod retrieval;

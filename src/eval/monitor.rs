@@ -5,7 +5,8 @@
 //! [`collapse`](super::collapse) statistics of the backbone features and of the projections are
 //! logged. A collapse rule fires when the normalized std falls below `std_threshold / √d` or
 //! the effective rank below `rank_threshold × d`. With labels, an online k-NN accuracy (the
-//! held-out images against a bank of training images) is logged every `knn_every` epochs.
+//! held-out images against a bank of training images) is logged every `knn_every` epochs, and
+//! the online linear classifier's accuracy on the held-out images at the end of every epoch.
 
 use burn::prelude::*;
 use selfsup_augment::Augmenter;
@@ -15,47 +16,9 @@ use serde::{Deserialize, Serialize};
 use super::collapse::{Embeddings, SpaceStats, space_stats};
 use super::features::{Extractor, extract};
 use super::knn::{KnnResult, knn};
+pub use super::monitor_config::MonitorConfig;
 use crate::data::{Dataset, Images};
 use crate::model::Encoder;
-
-/// The `[monitor]` section.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MonitorConfig {
-    /// Compute the statistics every this many steps (0: never).
-    pub every: u64,
-    /// Images held out of training for the statistics and the online k-NN queries (at most a
-    /// tenth of the dataset).
-    pub holdout: usize,
-    /// Collapse when `std · √d` falls below this.
-    pub std_threshold: f64,
-    /// Collapse when the effective rank falls below this fraction of the dimension.
-    pub rank_threshold: f64,
-    /// Stop training (keeping the last good checkpoint) when a rule fires.
-    pub stop_on_collapse: bool,
-    /// Online k-NN every this many epochs when the data has labels (0: never).
-    pub knn_every: u64,
-    /// Training images in the online k-NN bank.
-    pub knn_bank: usize,
-    pub knn_k: usize,
-    pub knn_temperature: f64,
-}
-
-impl Default for MonitorConfig {
-    fn default() -> Self {
-        Self {
-            every: 50,
-            holdout: 256,
-            std_threshold: 0.1,
-            rank_threshold: 0.01,
-            stop_on_collapse: false,
-            knn_every: 1,
-            knn_bank: 2000,
-            knn_k: 20,
-            knn_temperature: 0.1,
-        }
-    }
-}
 
 /// What is logged under `monitor` in metrics.jsonl.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -69,6 +32,17 @@ pub struct MonitorRecord {
     pub collapse: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub knn: Option<KnnResult>,
+    /// The online linear classifier's accuracy on the held-out images (end of each epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linear: Option<LinearRecord>,
+}
+
+/// The online linear classifier on the held-out images.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct LinearRecord {
+    pub top1: f64,
+    /// Held-out images it was measured on.
+    pub images: usize,
 }
 
 /// The held-out images and what is needed to measure on them.
@@ -83,7 +57,8 @@ pub struct Monitor {
 
 /// Splits `ds` into the held-out images and the training images (both sorted), by `seed`.
 pub fn split_holdout(ds: &Dataset, cfg: &MonitorConfig, seed: u64) -> (Vec<usize>, Vec<usize>) {
-    let wanted = if cfg.every > 0 || cfg.knn_every > 0 { cfg.holdout.min(ds.len() / 10) } else { 0 };
+    let linear = cfg.linear && ds.is_labeled();
+    let wanted = if cfg.every > 0 || cfg.knn_every > 0 || linear { cfg.holdout.min(ds.len() / 10) } else { 0 };
     if wanted < 2 {
         return (Vec::new(), (0..ds.len()).collect());
     }
@@ -172,7 +147,15 @@ impl Monitor {
                 ));
             }
         }
-        MonitorRecord { backbone: Some(backbone), projection: Some(projection), collapse, knn: None }
+        MonitorRecord { backbone: Some(backbone), projection: Some(projection), collapse, ..Default::default() }
+    }
+
+    /// The held-out images' backbone features (evaluation views, `model` in inference mode;
+    /// `[n, dim]` rows) and their labels: what the online linear classifier is measured on.
+    pub fn holdout_features(&self, model: &Encoder, device: &Device, ds: &Dataset, aug: &Augmenter) -> (Vec<f32>, Vec<u32>) {
+        let model = model.valid();
+        let f = extract(&crate::dist::Single, &Extractor::Encoder(&model, device), aug, ds, Some(&self.holdout), 256, false);
+        (f.emb.values, f.labels.iter().map(|l| l.unwrap_or(0)).collect())
     }
 
     /// Online k-NN: the held-out images against the bank, through `model` in inference mode.

@@ -120,7 +120,9 @@ pub fn read_backbone(path: &Path, arch: Arch, expected: &[NamedTensor]) -> Resul
                 || n.starts_with("fc.")
                 || n.starts_with("head.")
                 || n.starts_with("model.head.")
-                || n.starts_with("optim."))
+                || n.starts_with("optim.")
+                || n.starts_with("method.")
+                || n.starts_with("online."))
         })
         .take(3)
         .collect();

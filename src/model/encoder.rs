@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::convnet::ConvNet;
 use super::head::{HeadConfig, ProjectionHead};
 use super::prototypes::Prototypes;
-use super::resnet::ResNet;
+use super::resnet::{ResNet, Stem};
 
 /// Backbone architectures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -19,16 +19,6 @@ pub enum Arch {
     Resnet18,
     Resnet34,
     Resnet50,
-}
-
-/// ResNet stems.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stem {
-    /// 3×3 stride-1 conv, no max-pool (32 px inputs).
-    Cifar,
-    /// 7×7 stride-2 conv and 3×3 stride-2 max-pool (224 px inputs).
-    Imagenet,
 }
 
 /// The `[model]` section.
@@ -150,16 +140,23 @@ impl Encoder {
     /// predictor `[z | p]` (the projection, then the prediction `p` of it, side by side); with
     /// prototypes, DINO's logits over them.
     pub fn rows(&self, x: Tensor<4>) -> Tensor<2> {
-        let (_, z) = self.forward(x);
+        self.rows_and_features(x).0
+    }
+
+    /// [`rows`](Self::rows) and the backbone features they came from (what the online linear
+    /// classifier learns from).
+    pub fn rows_and_features(&self, x: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
+        let (h, z) = self.forward(x);
         if let Some(p) = &self.prototypes {
-            return p.forward(z);
+            return (p.forward(z), h);
         }
-        match &self.predictor {
+        let rows = match &self.predictor {
             Some(pred) => {
                 let p = pred.forward(z.clone());
                 Tensor::cat(vec![z, p], 1)
             }
             None => z,
-        }
+        };
+        (rows, h)
     }
 }

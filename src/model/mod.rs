@@ -14,5 +14,6 @@ pub mod head;
 pub mod prototypes;
 pub mod resnet;
 
-pub use encoder::{Arch, Backbone, Encoder, Extras, ModelConfig, Stem};
+pub use encoder::{Arch, Backbone, Encoder, Extras, ModelConfig};
+pub use resnet::Stem;
 pub use head::{Activation, HeadConfig};

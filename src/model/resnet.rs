@@ -6,9 +6,19 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use super::convnet::{ConvBnRelu, global_avg_pool};
-use super::encoder::Stem;
+
+/// ResNet stems.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stem {
+    /// 3×3 stride-1 conv, no max-pool (32 px inputs).
+    Cifar,
+    /// 7×7 stride-2 conv and 3×3 stride-2 max-pool (224 px inputs).
+    Imagenet,
+}
 
 fn conv(c_in: usize, c_out: usize, kernel: usize, stride: usize, device: &Device) -> Conv2d {
     let pad = kernel / 2;

@@ -1,7 +1,9 @@
 //! `report.html`: one self-contained page per run (images embedded as base64, no scripts, no
 //! network) with the configuration, the device and timing, the training curves, the collapse
-//! statistics, the online k-NN, the k-NN and linear-probe results against the baselines, an
-//! augmentation preview and a nearest-neighbour grid.
+//! statistics, the online k-NN and linear accuracy, the k-NN, retrieval and linear-probe results
+//! against the baselines with the probes' confusion matrices side by side, an embedding map of
+//! the trained network beside the random-init one, an augmentation preview and a
+//! nearest-neighbour grid.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,8 @@ use base64::Engine;
 use selfsup_augment::Augmenter;
 use selfsup_datasets::split::stratified_subset;
 
+use super::confusion_table::{self, Matrix};
+use super::embedding_map::{self, MapPanel};
 use super::plots::{Panel, Series, line_panels};
 use crate::backend::BackendChoice;
 use crate::checkpoint::Checkpoint;
@@ -22,7 +26,8 @@ use crate::neighbors::{grid, nearest};
 use crate::train::metrics::{StepMetrics, read};
 use crate::train::run_dir::RunDir;
 
-fn esc(s: &str) -> String {
+/// `s` as HTML text (also safe inside a quoted attribute).
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
@@ -88,15 +93,19 @@ fn charts(m: &[StepMetrics], dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         .iter()
         .filter_map(|r| r.monitor.as_ref()?.knn.as_ref().map(|k| ((r.epoch + 1) as f64, 100.0 * k.top1)))
         .collect();
-    if !knn.is_empty() {
-        let p = dir.join("online-knn.png");
-        line_panels(
-            &p,
-            "online k-NN (held-out images)",
-            "epoch",
-            &[Panel { y_label: "top-1 %".into(), series: vec![Series { name: "k-NN top-1".into(), points: knn }] }],
-        )?;
-        out.push(("Online k-NN accuracy per epoch".to_string(), p));
+    let linear: Vec<(f64, f64)> = m
+        .iter()
+        .filter_map(|r| r.monitor.as_ref()?.linear.as_ref().map(|k| ((r.epoch + 1) as f64, 100.0 * k.top1)))
+        .collect();
+    if !knn.is_empty() || !linear.is_empty() {
+        let p = dir.join("online-accuracy.png");
+        let series = [("k-NN top-1", knn), ("linear top-1", linear)]
+            .into_iter()
+            .filter(|(_, points)| !points.is_empty())
+            .map(|(name, points)| Series { name: name.into(), points })
+            .collect();
+        line_panels(&p, "online accuracy (held-out images)", "epoch", &[Panel { y_label: "top-1 %".into(), series }])?;
+        out.push(("Online k-NN and linear-classifier accuracy per epoch".to_string(), p));
     }
     Ok(out)
 }
@@ -129,6 +138,59 @@ fn data_pictures(run: &RunDir, dir: &Path, backend: BackendChoice) -> Result<Vec
     crate::atomic::write_with(&nn, |tmp| g.save_with_format(tmp, image::ImageFormat::Png).map_err(Into::into))?;
     out.push((format!("Nearest neighbours (framed query, then its 8 nearest among {} images)", ds.len()), nn));
     Ok(out)
+}
+
+/// Images in the embedding map at most (stratified by class).
+const MAP_IMAGES: usize = 2000;
+
+/// The embedding map: up to [`MAP_IMAGES`] images of the evaluated test folder (else the run's
+/// data), stratified, through the trained network and through the random-init baseline, each
+/// laid out by t-SNE, side by side; `None` for unlabelled data (nothing to colour by). Returns
+/// the caption (with each map's 10-NN class agreement) and the picture.
+fn embedding_map(
+    run: &RunDir,
+    dir: &Path,
+    backend: BackendChoice,
+    records: &[EvalRecord],
+) -> Result<Option<(String, PathBuf)>> {
+    let enc = load(&run.root, backend, None)?;
+    let folder = match records.iter().find(|r| r.features == "trained") {
+        Some(r) => PathBuf::from(&r.test),
+        None => PathBuf::from(std::fs::read_to_string(run.data()).context("the run has no data.txt")?.trim()),
+    };
+    let mut cfg = enc.config.clone();
+    cfg.data.limit = Some(MAP_IMAGES);
+    let ds = open_dataset(&folder, &cfg, false).with_context(|| format!("opening {}", folder.display()))?;
+    if !ds.is_labeled() || ds.len() < 5 {
+        return Ok(None);
+    }
+    let aug = Augmenter::new(cfg.augment.clone())?;
+    let random = crate::eval::load::random_init(&enc.config, backend)?;
+    let mut layouts = Vec::new();
+    let mut labels = Vec::new();
+    for net in [&enc, &random] {
+        let f = extract(&crate::dist::Single, &Extractor::Encoder(&net.encoder, net.device()), &aug, &ds, None, 256, false);
+        labels = f.labels.iter().map(|l| l.unwrap_or(0)).collect::<Vec<u32>>();
+        layouts.push(embedding_map::tsne(&f.emb.values, f.n(), f.dim(), cfg.seed)?);
+    }
+    let agreement: Vec<f64> = layouts.iter().map(|l| embedding_map::neighbour_agreement(l, &labels, 10)).collect();
+    let titles = [format!("trained ({})", enc.origin), "random init".to_string()];
+    let panels: Vec<MapPanel> = layouts
+        .iter()
+        .zip(&titles)
+        .map(|(points, title)| MapPanel { title: title.clone(), points, labels: &labels })
+        .collect();
+    let path = dir.join("embedding-map.png");
+    embedding_map::draw(&path, &panels, ds.classes())?;
+    let caption = format!(
+        "Embedding map: {} images of {} by t-SNE (backbone features, L2-normalized; seed {}). Images whose 10 nearest in the map are mostly of their class: trained {:.1} %, random init {:.1} %",
+        ds.len(),
+        folder.display(),
+        cfg.seed,
+        100.0 * agreement[0],
+        100.0 * agreement[1]
+    );
+    Ok(Some((caption, path)))
 }
 
 fn eval_table(records: &[EvalRecord]) -> String {
@@ -185,6 +247,20 @@ fn eval_table(records: &[EvalRecord]) -> String {
     s
 }
 
+/// How far the run got: "finished: N epochs, S optimizer steps", or where it stands.
+fn progress_text(at: crate::checkpoint::Position, epochs: Option<u64>) -> String {
+    match epochs {
+        Some(e) if at.epoch >= e => format!("finished: {e} epochs, {} optimizer steps", at.global_step),
+        Some(e) => format!(
+            "stopped in epoch {} of {e} after {} of its steps ({} optimizer steps); continue with pretrain --resume",
+            at.epoch + 1,
+            at.step_in_epoch,
+            at.global_step
+        ),
+        None => format!("epoch {}, step {} of it, {} optimizer steps", at.epoch, at.step_in_epoch, at.global_step),
+    }
+}
+
 /// Writes `report.html` (and its charts under `plots/`) into the run folder; returns its path.
 pub fn write_report(run_root: &Path, backend: BackendChoice, verbose: bool) -> Result<PathBuf> {
     let run = RunDir::new(run_root);
@@ -193,12 +269,18 @@ pub fn write_report(run_root: &Path, backend: BackendChoice, verbose: bool) -> R
     let plots = run.root.join("plots");
     std::fs::create_dir_all(&plots)?;
     let mut pictures = charts(&metrics, &plots)?;
+    let records = EvalRecord::load_all(&run.eval())?;
+    match embedding_map(&run, &plots, backend, &records) {
+        Ok(Some(p)) => pictures.push(p),
+        Ok(None) => {}
+        Err(e) if verbose => eprintln!("note: no embedding map in the report ({e:#})"),
+        Err(_) => {}
+    }
     match data_pictures(&run, &plots, backend) {
         Ok(p) => pictures.extend(p),
         Err(e) if verbose => eprintln!("note: no augmentation preview or neighbours in the report ({e:#})"),
         Err(_) => {}
     }
-    let records = EvalRecord::load_all(&run.eval())?;
     let device = std::fs::read_to_string(run.device()).unwrap_or_default();
     let data = std::fs::read_to_string(run.data()).unwrap_or_default();
     let last = metrics.last();
@@ -215,8 +297,9 @@ pub fn write_report(run_root: &Path, backend: BackendChoice, verbose: bool) -> R
          body{{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}}\
          table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:left}}\
          th{{background:#f3f3f3}}img{{max-width:100%;border:1px solid #ddd;margin:.5em 0}}pre{{background:#f7f7f7;padding:1em;overflow:auto}}\
-         .warn{{color:#b00}}</style></head><body><h1>{t}</h1>",
-        t = esc(&title)
+         .warn{{color:#b00}}{cm}</style></head><body><h1>{t}</h1>",
+        t = esc(&title),
+        cm = confusion_table::STYLE
     );
     let _ = write!(h, "<h2>Summary</h2><table>");
     let row = |h: &mut String, k: &str, v: &str| {
@@ -236,20 +319,21 @@ pub fn write_report(run_root: &Path, backend: BackendChoice, verbose: bool) -> R
             ),
         );
     }
-    row(
-        &mut h,
-        "progress",
-        &format!(
-            "epoch {} (step {} of the epoch), {} optimizer steps",
-            ck.position.epoch, ck.position.step_in_epoch, ck.position.global_step
-        ),
-    );
+    let epochs = crate::eval::load::checkpoint_config(&ck).map(|c| c.train.epochs).ok();
+    row(&mut h, "progress", &progress_text(ck.position, epochs));
     row(&mut h, "training time", &format!("{:.1} min", elapsed / 60.0));
     if let Some(m) = last {
         row(&mut h, "last logged loss", &format!("{:.4} at step {} ({:.0} pairs/s)", m.loss, m.step, m.pairs_per_sec));
     }
     if let Some(k) = &knn_last {
         row(&mut h, "online k-NN (held out)", &format!("top-1 {:.2}% (k = {})", 100.0 * k.top1, k.k));
+    }
+    if let Some(l) = metrics.iter().rev().find_map(|m| m.monitor.as_ref()?.linear.clone()) {
+        row(
+            &mut h,
+            "online linear classifier (held out)",
+            &format!("top-1 {:.2}% on {} images", 100.0 * l.top1, l.images),
+        );
     }
     if let Some(mon) = &mon_last {
         for (name, s) in [("backbone", &mon.backbone), ("projection", &mon.projection)] {
@@ -276,16 +360,29 @@ pub fn write_report(run_root: &Path, backend: BackendChoice, verbose: bool) -> R
         );
     }
     let _ = write!(h, "<h2>What the encoder learned</h2>{}", eval_table(&records));
-    for r in &records {
-        let conf = run.eval().join(format!("confusion-{}.png", r.features));
-        if r.probe.is_some() && conf.exists() {
-            let _ = write!(
-                h,
-                "<h3>Linear probe confusion ({})</h3>{}",
-                esc(&r.features),
-                img_tag(&conf, "confusion matrix")?
-            );
-        }
+    // The probes' confusion matrices side by side: the baselines first, then the encoder.
+    let rank = |f: &str| match f {
+        "pixels" => 0,
+        "random-init" => 1,
+        _ => 2,
+    };
+    let mut probes: Vec<&EvalRecord> = records.iter().filter(|r| r.probe.is_some()).collect();
+    probes.sort_by_key(|r| rank(&r.features));
+    let titles: Vec<String> = probes.iter().map(|r| format!("linear probe: {}", r.features)).collect();
+    let matrices: Vec<Matrix> = probes
+        .iter()
+        .zip(&titles)
+        .filter_map(|(r, title)| {
+            let p = r.probe.as_ref()?;
+            Some(Matrix { title, classes: &r.classes, counts: &p.confusion })
+        })
+        .collect();
+    if !matrices.is_empty() {
+        let _ = write!(
+            h,
+            "<h3>Confusion matrices (percent of each true class)</h3>{}",
+            confusion_table::small_multiples(&matrices)
+        );
     }
     for (caption, path) in &pictures {
         let _ = write!(h, "<h2>{}</h2>{}", esc(caption), img_tag(path, caption)?);

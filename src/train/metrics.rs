@@ -1,14 +1,16 @@
 //! `metrics.jsonl`: one JSON object per logged step, flushed line by line so that a crash
 //! never leaves half a line. On resume, lines past the checkpoint's step are dropped first (they
-//! will be logged again), so the file always describes one consistent run.
+//! will be logged again), so the file always describes one consistent run. The same lines go
+//! to TensorBoard's event file ([`super::tensorboard`]), rebuilt from the kept lines on resume.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::tensorboard::EventWriter;
 use crate::eval::monitor::MonitorRecord;
 
 /// What is logged at a step.
@@ -36,6 +38,10 @@ pub struct StepMetrics {
     /// The EMA teacher's momentum at this step (methods with a teacher).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher_momentum: Option<f64>,
+    /// When the line was logged (seconds since the Unix epoch; 0 in files written before it was
+    /// recorded). TensorBoard's wall time.
+    #[serde(default)]
+    pub wall_time: f64,
     /// Seconds of training since the run started (across resumes).
     #[serde(default)]
     pub elapsed_s: f64,
@@ -58,6 +64,8 @@ fn one() -> usize {
 /// The append-only metrics file.
 pub struct MetricsLog {
     file: File,
+    path: PathBuf,
+    tensorboard: Option<EventWriter>,
 }
 
 impl MetricsLog {
@@ -82,13 +90,22 @@ impl MetricsLog {
             .append(true)
             .open(path)
             .with_context(|| format!("opening {}", path.display()))?;
-        Ok(Self { file })
+        Ok(Self { file, path: path.to_path_buf(), tensorboard: None })
+    }
+
+    /// Mirrors the file into a TensorBoard event file in `dir`: a new one holding the lines
+    /// kept so far, then every line written.
+    pub fn with_tensorboard(mut self, dir: &Path) -> Result<Self> {
+        let history = if self.path.exists() { read(&self.path)? } else { Vec::new() };
+        self.tensorboard = Some(EventWriter::create(dir, &history)?);
+        Ok(self)
     }
 
     /// Flushes the lines written so far to disk (before each checkpoint, so that the file
     /// describes at least the checkpoint's steps after a power cut).
     pub fn sync(&mut self) -> Result<()> {
-        self.file.sync_data().context("syncing metrics.jsonl")
+        self.file.sync_data().context("syncing metrics.jsonl")?;
+        self.tensorboard.as_mut().map_or(Ok(()), EventWriter::sync)
     }
 
     pub fn write(&mut self, m: &StepMetrics) -> Result<()> {
@@ -96,7 +113,7 @@ impl MetricsLog {
         line.push('\n');
         self.file.write_all(line.as_bytes())?;
         self.file.flush()?;
-        Ok(())
+        self.tensorboard.as_mut().map_or(Ok(()), |t| t.write(m))
     }
 }
 

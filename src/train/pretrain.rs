@@ -6,8 +6,9 @@
 //! on SIGTERM/SIGINT/SIGUSR1 ([`super::signals`]) and at `--stop-after-steps`; `--resume`
 //! continues from any of them exactly, mid-epoch included (the data order and augmentations are
 //! pure functions of the seed, epoch and image).
-//! Collapse statistics and the online k-NN are computed on held-out images (see
-//! [`crate::eval::monitor`]).
+//! Collapse statistics, the online k-NN and the online linear classifier's accuracy are
+//! computed on held-out images (see [`crate::eval::monitor`]); the classifier itself trains in
+//! every step ([`super::online_linear`]).
 //!
 //! Under `mpirun`/`srun` each rank runs this loop on its share of every step
 //! ([`crate::dist`]); rank 0 alone prints, monitors, and writes the run folder, and the
@@ -24,6 +25,7 @@ use selfsup_augment::Augmenter;
 
 use super::loader::{Shard, ViewMakers, dataset_order, spawn_epoch};
 use super::metrics::{MetricsLog, StepMetrics};
+use super::online_linear::OnlineLinear;
 use super::progress::TrainProgress;
 use super::resume::{check_same_config, read_checkpoint};
 use super::run_dir::{Resume, RunDir};
@@ -34,7 +36,7 @@ use crate::checkpoint::{Checkpoint, Position};
 use crate::config::Config;
 use crate::data::{Dataset, open_dataset};
 use crate::dist::{self, World};
-use crate::eval::monitor::{Monitor, split_holdout};
+use crate::eval::monitor::{LinearRecord, Monitor, split_holdout};
 use crate::loss::LossKind;
 use crate::method::{MethodState, Weights};
 use crate::model::Encoder;
@@ -125,6 +127,8 @@ struct State {
     model: Option<Encoder>,
     /// The method's teacher, queue, centre.
     method: MethodState,
+    /// The online linear classifier (labelled data, `monitor.linear`).
+    online: Option<OnlineLinear>,
     optim: Optimizer,
     pos: Position,
     last_loss: Option<f32>,
@@ -180,8 +184,9 @@ impl Trainer<'_> {
                 let (n, input) = (b.n, b.to_device(&self.device));
                 let model = st.model.take().expect("model present between steps");
                 let at = StepAt { lr, step: st.pos.global_step, total_steps: self.total_steps, epoch: st.pos.epoch };
+                let labels = b.labels.as_deref();
                 let (trained, out) =
-                    train_step(model, &mut st.method, &mut st.optim, cfg, input, b.labels.as_deref(), at, &self.world)?;
+                    train_step(model, &mut st.method, &mut st.optim, cfg, input, labels, at, &self.world, st.online.as_mut())?;
                 st.model = Some(trained);
                 let model = st.model.as_ref().expect("just set");
                 // The network evaluation uses (DINO: the teacher), which the monitor watches.
@@ -253,6 +258,18 @@ impl Trainer<'_> {
                     ));
                     record.get_or_insert_with(Default::default).knn = Some(k);
                 }
+                // The classifier learns from the student's features: measured through the student.
+                if let (Some(m), Some(o), true) = (self.monitor.as_ref(), st.online.as_ref(), last_of_epoch) {
+                    let (features, labels) = m.holdout_features(model, &inner, self.full, self.aug);
+                    let r = LinearRecord { top1: o.top1(&features, &labels), images: labels.len() };
+                    progress.println(&format!(
+                        "epoch {}: online linear top-1 {:.2}% ({} held-out images)",
+                        st.pos.epoch + 1,
+                        100.0 * r.top1,
+                        r.images
+                    ));
+                    record.get_or_insert_with(Default::default).linear = Some(r);
+                }
                 if let Some(metrics) = metrics.as_mut()
                     && (record.is_some() || st.pos.global_step.is_multiple_of(cfg.train.log_every))
                 {
@@ -270,6 +287,9 @@ impl Trainer<'_> {
                             let m = &cfg.method;
                             crate::method::ema::momentum_at(m.momentum, m.momentum_schedule, at.step, at.total_steps)
                         }),
+                        wall_time: std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0.0, |d| d.as_secs_f64()),
                         elapsed_s: self.elapsed(),
                         world_size: self.world.size(),
                         size,
@@ -332,6 +352,7 @@ impl Trainer<'_> {
             optimizer_steps: st.optim.steps(),
             optimizer: st.optim.export_state(),
             method,
+            online: st.online.as_ref().map(OnlineLinear::export).unwrap_or_default(),
             config: self.cfg.to_toml(),
             notes: [
                 ("device".to_string(), self.device_name.clone()),
@@ -484,9 +505,14 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
 
     let device = chosen.device.clone().autodiff();
     device.seed(cfg.seed);
+    let model = cfg.encoder(&device);
+    let classes = ds.classes().len();
+    let online = (cfg.monitor.linear && ds.is_labeled() && classes > 1)
+        .then(|| OnlineLinear::new(model.backbone.dim(), classes, cfg.monitor.linear_lr, &device));
     let mut st = State {
-        model: Some(cfg.encoder(&device)),
+        model: Some(model),
         method: MethodState::default(),
+        online,
         optim: Optimizer::new(cfg.optim.clone()),
         pos: Position::default(),
         last_loss: None,
@@ -538,6 +564,16 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
         st.method = MethodState::import(fresh, &ck.method, &ck.notes, cfg.method.kind)
             .with_context(|| format!("{}: the method's state", source.display()))?;
         st.optim.check_fits(&named_tensors::collect(st.model.as_ref().expect("loaded above")))?;
+        st.online = match st.online.take() {
+            Some(fresh) if ck.online.is_empty() => {
+                if opts.verbose {
+                    eprintln!("the checkpoint has no online linear classifier (written before it existed): it starts now");
+                }
+                Some(fresh)
+            }
+            Some(fresh) => Some(fresh.import(&ck.online).with_context(|| format!("{}", source.display()))?),
+            None => None,
+        };
         st.pos = ck.position;
         elapsed_before = ck.notes.get("elapsed_s").and_then(|v| v.parse().ok()).unwrap_or(0.0);
         if opts.verbose {
@@ -593,7 +629,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
         // replaces; a new run in a folder left without a checkpoint starts the file afresh.
         let upto = resumed.as_ref().map_or(0, |c| c.position.global_step);
         trainer.run.prune_kept(usize::MAX, Some(upto))?;
-        Some(MetricsLog::open(&trainer.run.metrics(), Some(upto))?)
+        Some(MetricsLog::open(&trainer.run.metrics(), Some(upto))?.with_tensorboard(&trainer.run.tensorboard())?)
     } else {
         None
     };

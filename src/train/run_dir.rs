@@ -64,6 +64,11 @@ impl RunDir {
         self.root.join("eval")
     }
 
+    /// TensorBoard's event file (`tensorboard --logdir` this, or the folder of runs).
+    pub fn tensorboard(&self) -> PathBuf {
+        self.root.join("tensorboard")
+    }
+
     pub fn metrics(&self) -> PathBuf {
         self.root.join("metrics.jsonl")
     }

@@ -29,6 +29,7 @@ use crate::method::objective::{self, Effects, Rows};
 use crate::method::{MethodKind, MethodState, ema};
 use crate::model::Encoder;
 use crate::optim::Optimizer;
+use super::online_linear::OnlineLinear;
 
 /// What a step reports.
 pub struct StepOutput {
@@ -39,6 +40,10 @@ pub struct StepOutput {
     pub neg_sim: Tensor<1>,
     /// NNCLR with labels: the share of nearest neighbours that have the anchor's label.
     pub neighbour_agreement: Option<f64>,
+    /// The student's backbone features of this rank's full-size views (`[v₀ · n, dim]`,
+    /// view-major, without autodiff, from the step's own forward pass): what the online linear
+    /// classifier ([`super::online_linear`]) trains on.
+    pub features: Tensor<2>,
 }
 
 /// Where in the run a step is: its learning rate, and what the method's schedules need.
@@ -88,35 +93,46 @@ impl StepViews {
     }
 
     /// The rows (`Encoder::rows`) of images `rows`' views of the first `groups` groups,
-    /// `[V · rows.len(), cols]` in the loss's view-major order; each group is one forward pass
-    /// (one batch-norm batch), or with `per_view` each view of each group.
-    fn project(&self, model: &Encoder, rows: &Range<usize>, groups: usize, per_view: bool) -> Tensor<2> {
-        let mut parts: Vec<Tensor<2>> = Vec::new();
-        for x in &self.groups[..groups] {
+    /// `[V · rows.len(), cols]` in the loss's view-major order, and the backbone features of the
+    /// first group's views (`[v₀ · rows.len(), dim]`, view-major, without autodiff: for the
+    /// online linear classifier); each group is one forward pass (one batch-norm batch), or
+    /// with `per_view` each view of each group.
+    fn project(&self, model: &Encoder, rows: &Range<usize>, groups: usize, per_view: bool) -> (Tensor<2>, Tensor<2>) {
+        let (mut parts, mut features) = (Vec::new(), Vec::new());
+        for (g, x) in self.groups[..groups].iter().enumerate() {
             let views = x.dims()[0] / self.n;
             let view = |v: usize| x.clone().narrow(0, v * self.n + rows.start, rows.len());
-            if per_view {
-                parts.extend((0..views).map(|v| model.rows(view(v))));
+            let forwarded: Vec<(Tensor<2>, Tensor<2>)> = if per_view {
+                (0..views).map(|v| model.rows_and_features(view(v))).collect()
             } else if rows.len() == self.n {
-                parts.push(model.rows(x.clone()));
+                vec![model.rows_and_features(x.clone())]
             } else {
-                parts.push(model.rows(Tensor::cat((0..views).map(view).collect(), 0)));
+                vec![model.rows_and_features(Tensor::cat((0..views).map(view).collect(), 0))]
+            };
+            for (z, h) in forwarded {
+                parts.push(z);
+                if g == 0 {
+                    features.push(h.inner());
+                }
             }
         }
-        if parts.len() == 1 { parts.remove(0) } else { Tensor::cat(parts, 0) }
+        (cat_rows(parts), cat_rows(features))
     }
 
-    /// The student's rows of every view, batch norm as `bn` says: over `bn.splits` near-equal
-    /// groups of the images `rows` (each group its own forward pass; 1: all of them at once),
-    /// each view on its own with `bn.per_view`.
-    fn student(&self, model: &Encoder, rows: &Range<usize>, bn: BnSplits) -> Tensor<2> {
+    /// The student's rows of every view and the full-size views' features ([`Self::project`]),
+    /// batch norm as `bn` says: over `bn.splits` near-equal groups of the images `rows` (each
+    /// group its own forward pass; 1: all of them at once), each view on its own with
+    /// `bn.per_view`.
+    fn student(&self, model: &Encoder, rows: &Range<usize>, bn: BnSplits) -> (Tensor<2>, Tensor<2>) {
         let parts = split(rows, bn.splits);
-        let views = self.views();
-        view_major(
-            parts.iter().map(|r| self.project(model, r, self.groups.len(), bn.per_view)).collect(),
-            &parts,
-            views,
-        )
+        let (z, h): (Vec<_>, Vec<_>) =
+            parts.iter().map(|r| self.project(model, r, self.groups.len(), bn.per_view)).unzip();
+        (view_major(z, &parts, self.views()), view_major(h, &parts, self.full_views()))
+    }
+
+    /// Full-size views per image (the first group's).
+    fn full_views(&self) -> usize {
+        self.groups[0].dims()[0] / self.n
     }
 
     /// The full-size views of images `images` (indices into this batch), as a batch of their own.
@@ -132,6 +148,11 @@ impl StepViews {
 fn view_rows(images: &[usize], n: usize, views: usize, device: &Device) -> Tensor<1, Int> {
     let idx: Vec<i64> = (0..views).flat_map(|v| images.iter().map(move |&i| (v * n + i) as i64)).collect();
     Tensor::from_data(TensorData::new(idx, [views * images.len()]), device)
+}
+
+/// Row blocks one under the other.
+fn cat_rows(mut parts: Vec<Tensor<2>>) -> Tensor<2> {
+    if parts.len() == 1 { parts.remove(0) } else { Tensor::cat(parts, 0) }
 }
 
 /// `rows` in `parts` near-equal consecutive ranges (at most `rows.len()` of them, at least 1).
@@ -188,7 +209,7 @@ fn teacher_rows(teacher: &Encoder, input: &StepViews, chunks: &[Range<usize>], b
     let plain = input.without_autodiff();
     let views = input.groups[0].dims()[0] / input.n;
     let forward = |batch: &StepViews, rows: &Range<usize>| {
-        crate::cpu_kernels::extension::no_grad_training(true, || batch.project(teacher, rows, 1, bn.per_view))
+        crate::cpu_kernels::extension::no_grad_training(true, || batch.project(teacher, rows, 1, bn.per_view).0)
     };
     let parts: Vec<Tensor<2>> = chunks
         .iter()
@@ -234,8 +255,10 @@ pub fn train_step(
     labels: Option<&[u32]>,
     at: StepAt,
     world: &World,
+    online: Option<&mut OnlineLinear>,
 ) -> Result<(Encoder, StepOutput)> {
     let synced = cfg.model.sync_batch_norm.then_some(world);
+    let own_labels = labels;
     let (n, views) = (input.n, input.views());
     let chunks = micro_batches(n, cfg.train.micro_batch);
     let bn = BnSplits::of(cfg, &at);
@@ -258,47 +281,53 @@ pub fn train_step(
                 .map_err(|e| anyhow::anyhow!("reading the loss from the device: {e:?}"))?;
             anyhow::Ok((out, value))
         };
-        let report = |out: &LossOutput, loss, effects: &Effects| StepOutput {
+        let report = |out: &LossOutput, loss, effects: &Effects, features: Tensor<2>| StepOutput {
             loss,
             pos_sim: out.pos_sim.clone(),
             neg_sim: out.neg_sim.clone(),
             neighbour_agreement: effects.neighbour_agreement,
+            features,
         };
-        let (mut grads, out, value) = if chunks.len() == 1 {
-            let (out, value) = global_loss(input.student(&model, &chunks[0], bn))?;
+        let (mut grads, out, value, features) = if chunks.len() == 1 {
+            let (z, features) = input.student(&model, &chunks[0], bn);
+            let (out, value) = global_loss(z)?;
             if !value.is_finite() {
-                return Ok((model, report(&out.out, value, &out.effects)));
+                return Ok((model, report(&out.out, value, &out.effects, features)));
             }
             let grads = GradientsParams::from_grads(out.out.loss.backward(), &model);
-            (grads, out, value)
+            (grads, out, value, features)
         } else {
             // First pass: every micro-batch's rows, no activations kept.
             let (frozen, plain) = (model.valid(), input.without_autodiff());
             let mut z = Vec::new();
+            let mut features = Vec::new();
             let mut d = 0;
             for rows in &chunks {
-                let zk = crate::cpu_kernels::extension::no_grad_training(false, || plain.student(&frozen, rows, bn));
+                let (zk, hk) =
+                    crate::cpu_kernels::extension::no_grad_training(false, || plain.student(&frozen, rows, bn));
                 d = zk.dims()[1];
                 z.resize(views * n * d, 0.0);
                 scatter_rows(&host(zk)?, &mut z, rows, n, d);
+                features.push(hk);
             }
             drop(frozen);
+            let features = view_major(features, &chunks, input.full_views());
             let device = input.groups[0].device();
             let z = Tensor::<2>::from_data(TensorData::new(z, [views * n, d]), &device).require_grad();
             let (out, value) = global_loss(z.clone())?;
             if !value.is_finite() {
-                return Ok((model, report(&out.out, value, &out.effects)));
+                return Ok((model, report(&out.out, value, &out.effects, features)));
             }
             let dz = host(z.grad(&out.out.loss.backward()).context("the rows' gradient is missing")?)?;
             // Second pass: each micro-batch again with autodiff, its rows' share of ∂L/∂z
             // back-propagated, the parameter gradients summed.
             let mut sum = GradientsAccumulator::<Encoder>::new();
             for rows in &chunks {
-                let zk = input.student(&model, rows, bn);
+                let (zk, _) = input.student(&model, rows, bn);
                 let dzk = Tensor::<2>::from_data(TensorData::new(gather_rows(&dz, rows, n, d), zk.dims()), &device);
                 sum.accumulate(&model, GradientsParams::from_grads((zk * dzk).sum().backward(), &model));
             }
-            (sum.grads(), out, value)
+            (sum.grads(), out, value, features)
         };
         // DINO keeps its prototypes fixed for the first epochs.
         if cfg.method.kind == MethodKind::Dino
@@ -307,9 +336,18 @@ pub fn train_step(
         {
             grads.remove::<2>(p.weight.id);
         }
-        grads::all_reduce(&**world, &model, &mut grads);
+        // The online classifier learns from this step's features; its gradients join the
+        // model's in the one all-reduce.
+        let mut online_grads: Vec<Tensor<1>> = match (&online, own_labels) {
+            (Some(o), Some(l)) => o.gradients(features.clone(), l, input.full_views() * n * world.size()).into(),
+            _ => Vec::new(),
+        };
+        grads::all_reduce(&**world, &model, &mut grads, &mut online_grads);
         let model = optim.step(at.lr, model, grads);
-        let output = report(&out.out, value, &out.effects);
+        if let (Some(o), Ok(g)) = (online, <[Tensor<1>; 2]>::try_from(online_grads)) {
+            o.update(g, at.step, at.total_steps);
+        }
+        let output = report(&out.out, value, &out.effects, features);
         let m = &cfg.method;
         state.update_teacher(&model, ema::momentum_at(m.momentum, m.momentum_schedule, at.step, at.total_steps));
         state.apply(out.effects);
@@ -426,6 +464,7 @@ mod tests {
                     None,
                     StepAt::fixed(lr),
                     &crate::dist::single(),
+                    None,
                 )
                 .unwrap();
                 model = m;
@@ -524,12 +563,17 @@ mod tests {
         tensors: Vec<NamedTensor>,
         /// The method's state (teacher, queue, centre) as the checkpoint holds it.
         state: Vec<NamedTensor>,
+        /// The online linear classifier (3 classes) as the checkpoint holds it, if trained.
+        online: Vec<NamedTensor>,
     }
 
     /// `steps` steps of `cfg` (its method, optimizer, batch norm and micro-batches) from `start`
     /// as one rank of `world` (each step's global batch is `pairs` pairs of 16 px images, this
     /// rank taking its share), with the CPU kernels on or off (off: burn's batch norm, and the
-    /// tensor-operation form of the synchronized one, as on a GPU), at learning rate `lr`.
+    /// tensor-operation form of the synchronized one, as on a GPU), at learning rate `lr`; with
+    /// `online`, the online linear classifier trains beside it (labels: image i of the global
+    /// batch is class i % 3).
+    #[allow(clippy::too_many_arguments)]
     fn train_as_rank(
         kernels: bool,
         world: &crate::dist::World,
@@ -538,10 +582,12 @@ mod tests {
         steps: u64,
         pairs: usize,
         lr: f64,
+        online: bool,
     ) -> RankRun {
         crate::cpu_kernels::with_kernels(kernels, || {
             let device = Device::flex().autodiff();
             let mut model = crate::named_tensors::apply(cfg.encoder(&device), start).unwrap();
+            let mut classifier = online.then(|| OnlineLinear::new(model.backbone.dim(), 3, 0.5, &device));
             let mut state = MethodState::new(cfg, &model, &device);
             let mut optim = Optimizer::new(cfg.optim.clone());
             let b = pairs / world.size();
@@ -552,13 +598,15 @@ mod tests {
                 let x = share(&host_batch(pairs, 16, k), pairs, world.rank(), world.size());
                 let x = Tensor::<4>::from_data(TensorData::new(x, [2 * b, 3, 16, 16]), &device);
                 let at = StepAt { lr, step: k, total_steps: steps, epoch: 0 };
+                let input = StepViews::pairs(x, b);
                 let (m, out) =
-                    train_step(model, &mut state, &mut optim, cfg, StepViews::pairs(x, b), Some(&labels), at, world)
+                    train_step(model, &mut state, &mut optim, cfg, input, Some(&labels), at, world, classifier.as_mut())
                         .unwrap();
                 model = m;
                 losses.push(out.loss);
             }
-            RankRun { losses, tensors: collect(&model), state: state.export().0 }
+            let online = classifier.map(|c| c.export()).unwrap_or_default();
+            RankRun { losses, tensors: collect(&model), state: state.export().0, online }
         })
     }
 
@@ -571,11 +619,13 @@ mod tests {
         start: &[NamedTensor],
         steps: u64,
     ) -> (RankRun, Vec<RankRun>) {
-        let run = |w: &World| train_as_rank(kernels, w, cfg, start, steps, 16, 0.01);
+        let run = |w: &World| train_as_rank(kernels, w, cfg, start, steps, 16, 0.01, true);
         let want = run(&crate::dist::single());
         let ranks = crate::dist::local::run(2, |w| run(&w));
         let what = cfg.method.kind.name();
         for (r, got) in ranks.iter().enumerate() {
+            // The online classifier's gradients were summed with the model's.
+            assert_close(&got.online, &want.online, None, &format!("{what} rank {r}: online classifier"));
             for (a, b) in got.losses.iter().zip(&want.losses) {
                 assert!(
                     (a - b).abs() <= 1e-5 * b.abs().max(1e-3),
@@ -696,7 +746,7 @@ mod tests {
         let want_loss = out.loss.clone().into_scalar::<f32>();
         let grads = GradientsParams::from_grads(out.loss.backward(), &model);
         let want = collect(&Optimizer::new(cfg.optim.clone()).step(1.0, model, grads));
-        let ranks = crate::dist::local::run(2, |w| train_as_rank(true, &w, &cfg, &start, 1, pairs, 1.0));
+        let ranks = crate::dist::local::run(2, |w| train_as_rank(true, &w, &cfg, &start, 1, pairs, 1.0, false));
         for (r, got) in ranks.iter().enumerate() {
             let loss = &got.losses;
             assert!((loss[0] - want_loss).abs() <= 1e-5 * want_loss.abs(), "rank {r}: {} vs {want_loss}", loss[0]);
@@ -789,6 +839,7 @@ mod tests {
                     None,
                     StepAt::fixed(1.0),
                     &crate::dist::single(),
+                    None,
                 )
                 .unwrap();
                 let got = collect(&model);
@@ -833,10 +884,10 @@ mod tests {
         // Queries: groups 0..4, 4..8, 8..12.
         let bn = BnSplits::of(&cfg, &StepAt { lr: 0.0, step: 7, total_steps: 10, epoch: 0 });
         assert!(bn.per_view && bn.splits == 3);
-        let q = host(input.student(&model, &(0..n), bn));
+        let q = host(input.student(&model, &(0..n), bn).0);
         let d = q.len() / (2 * n);
         for g in [0..4, 4..8, 8..12] {
-            let rows = host(input.project(&model, &g, 1, true));
+            let rows = host(input.project(&model, &g, 1, true).0);
             for v in 0..2 {
                 for (k, i) in g.clone().enumerate() {
                     close(
@@ -855,7 +906,7 @@ mod tests {
         let plain = input.without_autodiff();
         for g in order.chunks(4) {
             let rows = host(crate::cpu_kernels::extension::no_grad_training(true, || {
-                plain.pick(g).project(&teacher, &(0..4), 1, true)
+                plain.pick(g).project(&teacher, &(0..4), 1, true).0
             }));
             for v in 0..2 {
                 for (k, &i) in g.iter().enumerate() {
@@ -929,8 +980,8 @@ mod tests {
         for kind in [MethodKind::Barlowtwins, MethodKind::Vicreg] {
             let cfg = method_config(kind);
             let start = init_for(&cfg);
-            let want = train_as_rank(true, &crate::dist::single(), &cfg, &start, 3, 16, 0.01);
-            let ranks = crate::dist::local::run(2, |w| train_as_rank(true, &w, &cfg, &start, 3, 16, 0.005));
+            let want = train_as_rank(true, &crate::dist::single(), &cfg, &start, 3, 16, 0.01, false);
+            let ranks = crate::dist::local::run(2, |w| train_as_rank(true, &w, &cfg, &start, 3, 16, 0.005, false));
             let (a, b) = (ranks[0].losses[0], want.losses[0]);
             assert!(
                 (a - b).abs() <= 1e-5 * b.abs(),
@@ -955,6 +1006,24 @@ mod tests {
         for (r, got) in ranks.iter().enumerate() {
             let what = format!("rank {r}");
             assert_close(&trained(&got.tensors), &trained(&want.tensors), Some((&trained(&start), 1e-3)), &what);
+        }
+    }
+
+    /// The online classifier learns from detached features: with it, every method's encoder,
+    /// method state and losses are bit for bit those of the same steps without it; and it does
+    /// learn (its weights leave zero).
+    #[test]
+    fn the_online_classifier_sends_no_gradient_into_the_encoder() {
+        for kind in [MethodKind::Simclr, MethodKind::Byol, MethodKind::Dino] {
+            let cfg = if kind == MethodKind::Simclr { rank_config(Arch::Convnet, false, 0) } else { method_config(kind) };
+            let start = init_for(&cfg);
+            let single = crate::dist::single();
+            let with = train_as_rank(true, &single, &cfg, &start, 2, 8, 0.05, true);
+            let without = train_as_rank(true, &single, &cfg, &start, 2, 8, 0.05, false);
+            assert_eq!(with.losses, without.losses, "{kind:?}");
+            assert_eq!(with.tensors, without.tensors, "{kind:?}");
+            assert_eq!(with.state, without.state, "{kind:?}");
+            assert!(with.online.iter().any(|t| t.values.iter().any(|&v| v != 0.0)), "{kind:?}: the classifier trained");
         }
     }
 

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod tfevents;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -93,10 +95,21 @@ pub fn launch_and_wait(cmd: Command, dir: &Path, name: &str, limit: Duration) ->
     Launch::start(cmd, dir, name).wait(limit)
 }
 
-/// Sends `sig` (as `kill` takes it: "-9", "-TERM") to `pid`.
+/// Sends `sig` (as `kill` takes it: "-9", "-TERM") to `pid`, through the system call (no
+/// `kill` program needed).
 pub fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
-    assert!(ok, "kill {sig} {pid}");
+    let number = match sig {
+        "-9" | "-KILL" => libc::SIGKILL,
+        "-TERM" => libc::SIGTERM,
+        "-INT" => libc::SIGINT,
+        "-USR1" => libc::SIGUSR1,
+        "-STOP" => libc::SIGSTOP,
+        "-CONT" => libc::SIGCONT,
+        other => panic!("signal {other}: not one the tests use"),
+    };
+    // SAFETY: kill(2) with a process id and a signal number has no memory effects.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, number) };
+    assert_eq!(rc, 0, "kill {sig} {pid}: {}", std::io::Error::last_os_error());
 }
 
 /// `selfsup embed` of `data` with the encoder in `model` to `npy` (on flex).
