@@ -146,13 +146,13 @@ const MAP_IMAGES: usize = 2000;
 /// The embedding map: up to [`MAP_IMAGES`] images of the evaluated test folder (else the run's
 /// data), stratified, through the trained network and through the random-init baseline, each
 /// laid out by t-SNE, side by side; `None` for unlabelled data (nothing to colour by). Returns
-/// the caption (with each map's 10-NN class agreement) and the picture.
+/// the caption, the picture and a note (with each map's 10-NN class agreement).
 fn embedding_map(
     run: &RunDir,
     dir: &Path,
     backend: BackendChoice,
     records: &[EvalRecord],
-) -> Result<Option<(String, PathBuf)>> {
+) -> Result<Option<(String, PathBuf, String)>> {
     let enc = load(&run.root, backend, None)?;
     let folder = match records.iter().find(|r| r.features == "trained") {
         Some(r) => PathBuf::from(&r.test),
@@ -174,7 +174,7 @@ fn embedding_map(
         layouts.push(embedding_map::tsne(&f.emb.values, f.n(), f.dim(), cfg.seed)?);
     }
     let agreement: Vec<f64> = layouts.iter().map(|l| embedding_map::neighbour_agreement(l, &labels, 10)).collect();
-    let titles = [format!("trained ({})", enc.origin), "random init".to_string()];
+    let titles = ["trained".to_string(), "random init".to_string()];
     let panels: Vec<MapPanel> = layouts
         .iter()
         .zip(&titles)
@@ -182,15 +182,15 @@ fn embedding_map(
         .collect();
     let path = dir.join("embedding-map.png");
     embedding_map::draw(&path, &panels, ds.classes())?;
-    let caption = format!(
-        "Embedding map: {} images of {} by t-SNE (backbone features, L2-normalized; seed {}). Images whose 10 nearest in the map are mostly of their class: trained {:.1} %, random init {:.1} %",
+    let note = format!(
+        "{} images of {}, stratified by class, laid out by t-SNE (backbone features, L2-normalized; seed {}). Images whose 10 nearest points in the map are mostly of their class: trained {:.1} %, random init {:.1} %.",
         ds.len(),
         folder.display(),
         cfg.seed,
         100.0 * agreement[0],
         100.0 * agreement[1]
     );
-    Ok(Some((caption, path)))
+    Ok(Some(("Embedding map: the trained network beside random init".to_string(), path, note)))
 }
 
 fn eval_table(records: &[EvalRecord]) -> String {
@@ -269,9 +269,11 @@ pub fn write_report(run_root: &Path, backend: BackendChoice, verbose: bool) -> R
     let plots = run.root.join("plots");
     std::fs::create_dir_all(&plots)?;
     let mut pictures = charts(&metrics, &plots)?;
+    let charts_count = pictures.len();
     let records = EvalRecord::load_all(&run.eval())?;
+    let mut map = None;
     match embedding_map(&run, &plots, backend, &records) {
-        Ok(Some(p)) => pictures.push(p),
+        Ok(Some(p)) => map = Some(p),
         Ok(None) => {}
         Err(e) if verbose => eprintln!("note: no embedding map in the report ({e:#})"),
         Err(_) => {}
@@ -384,8 +386,12 @@ pub fn write_report(run_root: &Path, backend: BackendChoice, verbose: bool) -> R
             confusion_table::small_multiples(&matrices)
         );
     }
-    for (caption, path) in &pictures {
+    for (k, (caption, path)) in pictures.iter().enumerate() {
         let _ = write!(h, "<h2>{}</h2>{}", esc(caption), img_tag(path, caption)?);
+        // The map after the training charts, before the data pictures.
+        if let (Some((caption, path, note)), true) = (&map, k + 1 == charts_count) {
+            let _ = write!(h, "<h2>{}</h2><p>{}</p>{}", esc(caption), esc(note), img_tag(path, caption)?);
+        }
     }
     let _ = write!(h, "<h2>Configuration</h2><pre>{}</pre>", esc(&ck.config));
     let _ = write!(

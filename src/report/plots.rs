@@ -184,8 +184,13 @@ pub fn heatmap(path: &Path, title: &str, names: &[String], counts: &[Vec<u64>]) 
             .map_err(err)?;
         // Names sit at the centre of their cell (segmented axes); rows are drawn top-down, so
         // the y axis's cell `v` is row `c − 1 − v`.
+        // plotters centres an upright x label on its tick, so half of it would run up under
+        // the cells; leading spaces as wide as the name put the whole name below the axis.
+        let space = text_width(" ", 13.0).max(1);
         let x_label = |v: &SegmentValue<usize>| match v {
-            SegmentValue::CenterOf(i) if *i < c => labels[*i].clone(),
+            SegmentValue::CenterOf(i) if *i < c => {
+                format!("{}{}", " ".repeat(text_width(&labels[*i], 13.0).div_ceil(space) as usize), labels[*i])
+            }
             _ => String::new(),
         };
         let y_label = |v: &SegmentValue<usize>| match v {
@@ -203,6 +208,7 @@ pub fn heatmap(path: &Path, title: &str, names: &[String], counts: &[Vec<u64>]) 
             .y_label_formatter(&y_label)
             .x_label_style(("sans-serif", 13).into_font().transform(FontTransform::Rotate90))
             .y_label_style(("sans-serif", 13))
+            .axis_desc_style(("sans-serif", 14))
             .draw()
             .map_err(err)?;
         let share = |r: usize, col: usize| {
