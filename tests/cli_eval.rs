@@ -141,7 +141,8 @@ fn embed_neighbors_export_and_report() {
     }
     let r = renamed.to_str().unwrap();
     for baseline in [&[][..], &["--baseline", "pixels"][..]] {
-        let mut args = vec!["probe", "--model", out.to_str().unwrap(), "--train", r, "--test", r, "--backend", "flex", "-q"];
+        let mut args =
+            vec!["probe", "--model", out.to_str().unwrap(), "--train", r, "--test", r, "--backend", "flex", "-q"];
         args.extend(baseline);
         let (o, err) = run(&args);
         assert!(o.status.success(), "{err}");

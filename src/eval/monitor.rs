@@ -152,9 +152,23 @@ impl Monitor {
 
     /// The held-out images' backbone features (evaluation views, `model` in inference mode;
     /// `[n, dim]` rows) and their labels: what the online linear classifier is measured on.
-    pub fn holdout_features(&self, model: &Encoder, device: &Device, ds: &Dataset, aug: &Augmenter) -> (Vec<f32>, Vec<u32>) {
+    pub fn holdout_features(
+        &self,
+        model: &Encoder,
+        device: &Device,
+        ds: &Dataset,
+        aug: &Augmenter,
+    ) -> (Vec<f32>, Vec<u32>) {
         let model = model.valid();
-        let f = extract(&crate::dist::Single, &Extractor::Encoder(&model, device), aug, ds, Some(&self.holdout), 256, false);
+        let f = extract(
+            &crate::dist::Single,
+            &Extractor::Encoder(&model, device),
+            aug,
+            ds,
+            Some(&self.holdout),
+            256,
+            false,
+        );
         (f.emb.values, f.labels.iter().map(|l| l.unwrap_or(0)).collect())
     }
 

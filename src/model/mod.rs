@@ -15,5 +15,5 @@ pub mod prototypes;
 pub mod resnet;
 
 pub use encoder::{Arch, Backbone, Encoder, Extras, ModelConfig};
-pub use resnet::Stem;
 pub use head::{Activation, HeadConfig};
+pub use resnet::Stem;

@@ -45,9 +45,10 @@ pub fn tsne(values: &[f32], n: usize, dim: usize, seed: u64) -> Result<Layout> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
     let flat = pool.install(|| {
         let mut t: bhtsne::tSNE<f32, &[f32], 2> = bhtsne::tSNE::new(&refs);
-        t.perplexity(perplexity).epochs(750).initial_embedding(start).barnes_hut(0.5, |a, b| {
-            a.iter().zip(b.iter()).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt()
-        });
+        t.perplexity(perplexity)
+            .epochs(750)
+            .initial_embedding(start)
+            .barnes_hut(0.5, |a, b| a.iter().zip(b.iter()).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt());
         t.embedding()
     });
     Ok(flat.chunks_exact(2).map(|p| [p[0], p[1]]).collect())
@@ -141,7 +142,8 @@ mod tests {
         let mut labels = Vec::new();
         for c in 0..4u32 {
             for _ in 0..per {
-                values.extend((0..dim).map(|j| if j == c as usize * 9 { 5.0 } else { 0.0 } + rng.random::<f32>() * 0.3));
+                values
+                    .extend((0..dim).map(|j| if j == c as usize * 9 { 5.0 } else { 0.0 } + rng.random::<f32>() * 0.3));
                 labels.push(c);
             }
         }
@@ -156,7 +158,12 @@ mod tests {
         assert_eq!(a.len(), n);
         assert_eq!(neighbour_agreement(&a, &labels, 5), 1.0, "each cluster its own island");
         // The same seed, from a pool of another size: the same bits.
-        let b = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(|| tsne(&values, n, 64, 7)).unwrap();
+        let b = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap()
+            .install(|| tsne(&values, n, 64, 7))
+            .unwrap();
         assert_eq!(a, b);
         assert_ne!(a, tsne(&values, n, 64, 8).unwrap(), "another seed, another start");
         // Labels that ignore the clusters do not agree with the map.

@@ -169,7 +169,8 @@ fn embedding_map(
     let mut layouts = Vec::new();
     let mut labels = Vec::new();
     for net in [&enc, &random] {
-        let f = extract(&crate::dist::Single, &Extractor::Encoder(&net.encoder, net.device()), &aug, &ds, None, 256, false);
+        let f =
+            extract(&crate::dist::Single, &Extractor::Encoder(&net.encoder, net.device()), &aug, &ds, None, 256, false);
         labels = f.labels.iter().map(|l| l.unwrap_or(0)).collect::<Vec<u32>>();
         layouts.push(embedding_map::tsne(&f.emb.values, f.n(), f.dim(), cfg.seed)?);
     }

@@ -164,8 +164,11 @@ pub fn heatmap(path: &Path, title: &str, names: &[String], counts: &[Vec<u64>]) 
     fonts()?;
     let c = counts.len().max(1);
     let show_names = c <= 30;
-    let labels: Vec<String> =
-        (0..c).map(|i| if show_names { label_fallback(names.get(i).map_or("", String::as_str), i, 24) } else { i.to_string() }).collect();
+    let labels: Vec<String> = (0..c)
+        .map(
+            |i| if show_names { label_fallback(names.get(i).map_or("", String::as_str), i, 24) } else { i.to_string() },
+        )
+        .collect();
     // Room for the longest label (the x labels are turned upright), so none is cut.
     let label_room = labels.iter().map(|l| text_width(l, 13.0)).max().unwrap_or(0) + 24;
     let cell = (600 / c as u32).clamp(6, 56);
@@ -232,13 +235,12 @@ pub fn heatmap(path: &Path, title: &str, names: &[String], counts: &[Vec<u64>]) 
                 for col in 0..c {
                     let f = share(r, col);
                     let colour = if f > 0.55 { WHITE } else { BLACK };
-                    let style = ("sans-serif", (cell as f64 * 0.32).clamp(9.0, 15.0))
-                        .into_font()
-                        .color(&colour)
-                        .pos(plotters::style::text_anchor::Pos::new(
+                    let style = ("sans-serif", (cell as f64 * 0.32).clamp(9.0, 15.0)).into_font().color(&colour).pos(
+                        plotters::style::text_anchor::Pos::new(
                             plotters::style::text_anchor::HPos::Center,
                             plotters::style::text_anchor::VPos::Center,
-                        ));
+                        ),
+                    );
                     chart
                         .draw_series(std::iter::once(Text::new(
                             format!("{:.0}", 100.0 * f),
@@ -300,7 +302,12 @@ mod tests {
         assert_eq!(label_fallback("a-very-long-class-name-indeed", 2, 10).chars().count(), 10);
         assert_eq!(label_fallback("", 4, 10), "#4");
         // Distinct colours for many classes.
-        let colours: std::collections::HashSet<_> = (0..100).map(|k| { let c = class_colour(k); (c.0, c.1, c.2) }).collect();
+        let colours: std::collections::HashSet<_> = (0..100)
+            .map(|k| {
+                let c = class_colour(k);
+                (c.0, c.1, c.2)
+            })
+            .collect();
         assert_eq!(colours.len(), 100);
     }
 }

@@ -107,8 +107,7 @@ impl OnlineLinear {
         }
         let dim = features.len() / m;
         let x = Tensor::<2>::from_data(TensorData::new(features.to_vec(), [m, dim]), &self.weight.device());
-        let scores: Vec<f32> =
-            self.logits(x).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 logits");
+        let scores: Vec<f32> = self.logits(x).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 logits");
         let c = self.classes();
         let right = scores
             .chunks_exact(c)
@@ -144,7 +143,10 @@ impl OnlineLinear {
                 bail!("the checkpoint has no online {name} (monitor.linear is on and the data has labels)")
             };
             if t.shape != shape {
-                bail!("the checkpoint's online {name} is {:?}, this run's {shape:?} (another number of classes?)", t.shape);
+                bail!(
+                    "the checkpoint's online {name} is {:?}, this run's {shape:?} (another number of classes?)",
+                    t.shape
+                );
             }
             Ok(TensorData::new(t.values.clone(), t.shape.clone()))
         };
@@ -171,7 +173,8 @@ mod tests {
         let n = labels.len();
         (0..m)
             .map(|r| {
-                let z: Vec<f64> = (0..c).map(|k| b[k] + (0..dim).map(|j| x[r * dim + j] * w[j * c + k]).sum::<f64>()).collect();
+                let z: Vec<f64> =
+                    (0..c).map(|k| b[k] + (0..dim).map(|j| x[r * dim + j] * w[j * c + k]).sum::<f64>()).collect();
                 let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let lse = max + z.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
                 lse - z[labels[r % n] as usize]
@@ -209,7 +212,11 @@ mod tests {
         let fd = |which: usize, i: usize| {
             let at = |delta: f64| {
                 let (mut w, mut b) = (w.clone(), b.clone());
-                if which == 0 { w[i] += delta } else { b[i] += delta }
+                if which == 0 {
+                    w[i] += delta
+                } else {
+                    b[i] += delta
+                }
                 naive_loss(&x, &labels, &w, &b, dim, c)
             };
             (at(eps) - at(-eps)) / (2.0 * eps)
@@ -242,7 +249,12 @@ mod tests {
         assert_eq!(lin.lr_at(0, 10), 0.5);
         assert!((lin.lr_at(5, 10) - 0.25).abs() < 1e-12);
         assert!(lin.lr_at(10, 10).abs() < 1e-12);
-        let g = |v: f32| [Tensor::<1>::from_data(TensorData::new(vec![v; 4], [4]), &device), Tensor::<1>::from_data(TensorData::new(vec![v; 2], [2]), &device)];
+        let g = |v: f32| {
+            [
+                Tensor::<1>::from_data(TensorData::new(vec![v; 4], [4]), &device),
+                Tensor::<1>::from_data(TensorData::new(vec![v; 2], [2]), &device),
+            ]
+        };
         lin.update(g(1.0), 0, 10);
         lin.update(g(2.0), 5, 10);
         // v1 = 1, w1 = −0.5; v2 = 0.9 + 2 = 2.9, w2 = −0.5 − 0.25 · 2.9.
@@ -257,7 +269,9 @@ mod tests {
         let (dim, c, n) = (8, 3, 60);
         let labels: Vec<u32> = (0..n as u32).map(|i| i % c as u32).collect();
         let noise = random(n * dim, 9);
-        let x: Vec<f32> = (0..n * dim).map(|i| noise[i] * 0.3 + if i % dim == labels[i / dim] as usize { 1.0 } else { 0.0 }).collect();
+        let x: Vec<f32> = (0..n * dim)
+            .map(|i| noise[i] * 0.3 + if i % dim == labels[i / dim] as usize { 1.0 } else { 0.0 })
+            .collect();
         let mut lin = OnlineLinear::new(dim, c, 1.0, &device);
         assert!((lin.top1(&x, &labels) - 1.0 / 3.0).abs() < 1e-9, "all zeros: every row picks class 0");
         for step in 0..100 {

@@ -185,8 +185,17 @@ impl Trainer<'_> {
                 let model = st.model.take().expect("model present between steps");
                 let at = StepAt { lr, step: st.pos.global_step, total_steps: self.total_steps, epoch: st.pos.epoch };
                 let labels = b.labels.as_deref();
-                let (trained, out) =
-                    train_step(model, &mut st.method, &mut st.optim, cfg, input, labels, at, &self.world, st.online.as_mut())?;
+                let (trained, out) = train_step(
+                    model,
+                    &mut st.method,
+                    &mut st.optim,
+                    cfg,
+                    input,
+                    labels,
+                    at,
+                    &self.world,
+                    st.online.as_mut(),
+                )?;
                 st.model = Some(trained);
                 let model = st.model.as_ref().expect("just set");
                 // The network evaluation uses (DINO: the teacher), which the monitor watches.
@@ -567,7 +576,9 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
         st.online = match st.online.take() {
             Some(fresh) if ck.online.is_empty() => {
                 if opts.verbose {
-                    eprintln!("the checkpoint has no online linear classifier (written before it existed): it starts now");
+                    eprintln!(
+                        "the checkpoint has no online linear classifier (written before it existed): it starts now"
+                    );
                 }
                 Some(fresh)
             }

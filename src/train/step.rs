@@ -22,6 +22,7 @@ use anyhow::{Context, Result};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 
+use super::online_linear::OnlineLinear;
 use crate::config::Config;
 use crate::dist::{World, global_batch, grads, sync_bn};
 use crate::loss::LossOutput;
@@ -29,7 +30,6 @@ use crate::method::objective::{self, Effects, Rows};
 use crate::method::{MethodKind, MethodState, ema};
 use crate::model::Encoder;
 use crate::optim::Optimizer;
-use super::online_linear::OnlineLinear;
 
 /// What a step reports.
 pub struct StepOutput {
@@ -599,9 +599,18 @@ mod tests {
                 let x = Tensor::<4>::from_data(TensorData::new(x, [2 * b, 3, 16, 16]), &device);
                 let at = StepAt { lr, step: k, total_steps: steps, epoch: 0 };
                 let input = StepViews::pairs(x, b);
-                let (m, out) =
-                    train_step(model, &mut state, &mut optim, cfg, input, Some(&labels), at, world, classifier.as_mut())
-                        .unwrap();
+                let (m, out) = train_step(
+                    model,
+                    &mut state,
+                    &mut optim,
+                    cfg,
+                    input,
+                    Some(&labels),
+                    at,
+                    world,
+                    classifier.as_mut(),
+                )
+                .unwrap();
                 model = m;
                 losses.push(out.loss);
             }
@@ -1015,7 +1024,8 @@ mod tests {
     #[test]
     fn the_online_classifier_sends_no_gradient_into_the_encoder() {
         for kind in [MethodKind::Simclr, MethodKind::Byol, MethodKind::Dino] {
-            let cfg = if kind == MethodKind::Simclr { rank_config(Arch::Convnet, false, 0) } else { method_config(kind) };
+            let cfg =
+                if kind == MethodKind::Simclr { rank_config(Arch::Convnet, false, 0) } else { method_config(kind) };
             let start = init_for(&cfg);
             let single = crate::dist::single();
             let with = train_as_rank(true, &single, &cfg, &start, 2, 8, 0.05, true);

@@ -147,8 +147,7 @@ fn space_scalars(space: &str, s: &SpaceStats) -> Vec<(String, f64)> {
 
 /// The event of one `metrics.jsonl` line.
 fn event(m: &StepMetrics) -> Event {
-    let value =
-        scalars(m).into_iter().map(|(tag, x)| SummaryValue { tag, simple_value: Some(x as f32) }).collect();
+    let value = scalars(m).into_iter().map(|(tag, x)| SummaryValue { tag, simple_value: Some(x as f32) }).collect();
     Event {
         wall_time: m.wall_time,
         step: m.step as i64,
@@ -204,7 +203,8 @@ impl EventWriter {
             }
         }
         crate::atomic::sync_dir(dir)?;
-        let file = OpenOptions::new().append(true).open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let file =
+            OpenOptions::new().append(true).open(&path).with_context(|| format!("opening {}", path.display()))?;
         Ok(Self { file, path })
     }
 
@@ -233,11 +233,8 @@ fn hostname() -> String {
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_default();
-    let clean: String = name
-        .trim()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
-        .collect();
+    let clean: String =
+        name.trim().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
     if clean.is_empty() { "localhost".into() } else { clean }
 }
 
@@ -284,7 +281,8 @@ mod tests {
     #[test]
     fn a_new_file_replaces_the_folders_others_and_holds_the_history() {
         let d = tempfile::tempdir().unwrap();
-        let line = |step| StepMetrics { step, loss: step as f64 / 10.0, wall_time: 100.0 + step as f64, ..Default::default() };
+        let line =
+            |step| StepMetrics { step, loss: step as f64 / 10.0, wall_time: 100.0 + step as f64, ..Default::default() };
         let mut w = EventWriter::create(d.path(), &[line(1), line(2), line(3)]).unwrap();
         w.write(&line(4)).unwrap();
         let first = w.path().to_path_buf();
@@ -299,7 +297,8 @@ mod tests {
         assert_eq!((ev[1].session_log.as_ref().map(|s| s.status), ev[1].step), (Some(SESSION_START), 1));
         let steps: Vec<i64> = ev[2..].iter().map(|e| e.step).collect();
         assert_eq!(steps, [1, 2]);
-        let loss = |e: &Event| e.summary.as_ref().unwrap().value.iter().find(|v| v.tag == "train/loss").unwrap().simple_value;
+        let loss =
+            |e: &Event| e.summary.as_ref().unwrap().value.iter().find(|v| v.tag == "train/loss").unwrap().simple_value;
         assert_eq!(loss(&ev[3]), Some(0.2));
         assert_eq!(ev[3].wall_time, 102.0);
     }
