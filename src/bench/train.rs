@@ -87,9 +87,7 @@ pub fn run(
         .map(|t| t.values.len())
         .sum();
     let mut optim = Optimizer::new(cfg.optim.clone());
-    let classes = ds.classes().len();
-    let mut online = (cfg.monitor.linear && ds.is_labeled() && classes > 1)
-        .then(|| OnlineLinear::new(model.backbone.dim(), classes, cfg.monitor.linear_lr, &device));
+    let mut online = OnlineLinear::for_run(cfg, ds, &model, &device);
     let mut online_seconds = Vec::new();
     let order = dataset_order(&ds, cfg.seed, 0, cfg.data.shuffle_buffer);
     let total = warmup + steps;

@@ -159,35 +159,28 @@ impl Monitor {
         ds: &Dataset,
         aug: &Augmenter,
     ) -> (Vec<f32>, Vec<u32>) {
-        let model = model.valid();
-        let f = extract(
-            &crate::dist::Single,
-            &Extractor::Encoder(&model, device),
-            aug,
-            ds,
-            Some(&self.holdout),
-            256,
-            false,
-        );
-        (f.emb.values, f.labels.iter().map(|l| l.unwrap_or(0)).collect())
+        let (emb, labels) = labelled_features(&model.valid(), device, ds, aug, &self.holdout);
+        (emb.values, labels)
     }
 
     /// Online k-NN: the held-out images against the bank, through `model` in inference mode.
     pub fn knn(&self, model: &Encoder, device: &Device, ds: &Dataset, aug: &Augmenter) -> KnnResult {
         let model = model.valid();
-        let ex = Extractor::Encoder(&model, device);
-        let bank = extract(&crate::dist::Single, &ex, aug, ds, Some(&self.bank), 256, false);
-        let queries = extract(&crate::dist::Single, &ex, aug, ds, Some(&self.holdout), 256, false);
-        let labels = |f: &super::features::Features| f.labels.iter().map(|l| l.unwrap_or(0)).collect::<Vec<u32>>();
-        knn(
-            &bank.emb,
-            &labels(&bank),
-            &queries.emb,
-            &labels(&queries),
-            &[self.cfg.knn_k],
-            self.cfg.knn_temperature,
-            device,
-        )
-        .remove(0)
+        let (bank, bank_labels) = labelled_features(&model, device, ds, aug, &self.bank);
+        let (queries, query_labels) = labelled_features(&model, device, ds, aug, &self.holdout);
+        knn(&bank, &bank_labels, &queries, &query_labels, &[self.cfg.knn_k], self.cfg.knn_temperature, device).remove(0)
     }
+}
+
+/// The evaluation-view backbone features of images `indices` of `ds` through `model` (already in
+/// inference mode) and their labels.
+fn labelled_features(
+    model: &Encoder,
+    device: &Device,
+    ds: &Dataset,
+    aug: &Augmenter,
+    indices: &[usize],
+) -> (Embeddings, Vec<u32>) {
+    let f = extract(&crate::dist::Single, &Extractor::Encoder(model, device), aug, ds, Some(indices), 256, false);
+    (f.emb, f.labels.iter().map(|l| l.unwrap_or(0)).collect())
 }

@@ -20,7 +20,7 @@ use crate::backend::BackendChoice;
 use crate::checkpoint::Checkpoint;
 use crate::data::open_dataset;
 use crate::eval::features::{Extractor, extract};
-use crate::eval::load::load;
+use crate::eval::load::{LoadedEncoder, load};
 use crate::eval::record::EvalRecord;
 use crate::neighbors::{grid, nearest};
 use crate::train::metrics::{StepMetrics, read};
@@ -110,11 +110,15 @@ fn charts(m: &[StepMetrics], dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
-/// Pictures that need the training data: the augmentation preview and nearest neighbours.
-fn data_pictures(run: &RunDir, dir: &Path, backend: BackendChoice) -> Result<Vec<(String, PathBuf)>> {
-    let data = std::fs::read_to_string(run.data()).context("the run has no data.txt")?;
-    let data = PathBuf::from(data.trim());
-    let enc = load(&run.root, backend, None)?;
+/// The folder the run trained on (`data.txt`).
+fn run_data(run: &RunDir) -> Result<PathBuf> {
+    Ok(PathBuf::from(std::fs::read_to_string(run.data()).context("the run has no data.txt")?.trim()))
+}
+
+/// Pictures that need the training data: the augmentation preview and nearest neighbours
+/// through the run's encoder `enc`.
+fn data_pictures(run: &RunDir, dir: &Path, enc: &LoadedEncoder) -> Result<Vec<(String, PathBuf)>> {
+    let data = run_data(run)?;
     let mut cfg = enc.config.clone();
     cfg.data.limit = Some(2000);
     let ds = open_dataset(&data, &cfg, false).with_context(|| format!("opening the run's data {}", data.display()))?;
@@ -150,13 +154,13 @@ const MAP_IMAGES: usize = 2000;
 fn embedding_map(
     run: &RunDir,
     dir: &Path,
+    enc: &LoadedEncoder,
     backend: BackendChoice,
     records: &[EvalRecord],
 ) -> Result<Option<(String, PathBuf, String)>> {
-    let enc = load(&run.root, backend, None)?;
     let folder = match records.iter().find(|r| r.features == "trained") {
         Some(r) => PathBuf::from(&r.test),
-        None => PathBuf::from(std::fs::read_to_string(run.data()).context("the run has no data.txt")?.trim()),
+        None => run_data(run)?,
     };
     let mut cfg = enc.config.clone();
     cfg.data.limit = Some(MAP_IMAGES);
@@ -166,12 +170,11 @@ fn embedding_map(
     }
     let aug = Augmenter::new(cfg.augment.clone())?;
     let random = crate::eval::load::random_init(&enc.config, backend)?;
+    let labels: Vec<u32> = ds.labels().iter().map(|l| l.unwrap_or(0)).collect();
     let mut layouts = Vec::new();
-    let mut labels = Vec::new();
-    for net in [&enc, &random] {
+    for net in [enc, &random] {
         let f =
             extract(&crate::dist::Single, &Extractor::Encoder(&net.encoder, net.device()), &aug, &ds, None, 256, false);
-        labels = f.labels.iter().map(|l| l.unwrap_or(0)).collect::<Vec<u32>>();
         layouts.push(embedding_map::tsne(&f.emb.values, f.n(), f.dim(), cfg.seed)?);
     }
     let agreement: Vec<f64> = layouts.iter().map(|l| embedding_map::neighbour_agreement(l, &labels, 10)).collect();
@@ -269,19 +272,26 @@ pub fn write_report(run_root: &Path, backend: BackendChoice, verbose: bool) -> R
     let metrics = if run.metrics().exists() { read(&run.metrics())? } else { Vec::new() };
     let plots = run.root.join("plots");
     std::fs::create_dir_all(&plots)?;
-    let mut pictures = charts(&metrics, &plots)?;
-    let charts_count = pictures.len();
+    let charts = charts(&metrics, &plots)?;
     let records = EvalRecord::load_all(&run.eval())?;
-    let mut map = None;
-    match embedding_map(&run, &plots, backend, &records) {
-        Ok(Some(p)) => map = Some(p),
-        Ok(None) => {}
-        Err(e) if verbose => eprintln!("note: no embedding map in the report ({e:#})"),
-        Err(_) => {}
-    }
-    match data_pictures(&run, &plots, backend) {
-        Ok(p) => pictures.extend(p),
-        Err(e) if verbose => eprintln!("note: no augmentation preview or neighbours in the report ({e:#})"),
+    // The map and the data pictures need the run's encoder: loaded once for both.
+    let (mut map, mut data_pics) = (None, Vec::new());
+    match load(&run.root, backend, None) {
+        Ok(enc) => {
+            match embedding_map(&run, &plots, &enc, backend, &records) {
+                Ok(m) => map = m,
+                Err(e) if verbose => eprintln!("note: no embedding map in the report ({e:#})"),
+                Err(_) => {}
+            }
+            match data_pictures(&run, &plots, &enc) {
+                Ok(p) => data_pics = p,
+                Err(e) if verbose => eprintln!("note: no augmentation preview or neighbours in the report ({e:#})"),
+                Err(_) => {}
+            }
+        }
+        Err(e) if verbose => {
+            eprintln!("note: no embedding map, augmentation preview or neighbours in the report ({e:#})")
+        }
         Err(_) => {}
     }
     let device = std::fs::read_to_string(run.device()).unwrap_or_default();
@@ -387,12 +397,15 @@ pub fn write_report(run_root: &Path, backend: BackendChoice, verbose: bool) -> R
             confusion_table::small_multiples(&matrices)
         );
     }
-    for (k, (caption, path)) in pictures.iter().enumerate() {
+    // The training charts, the map, then the data pictures.
+    for (caption, path) in &charts {
         let _ = write!(h, "<h2>{}</h2>{}", esc(caption), img_tag(path, caption)?);
-        // The map after the training charts, before the data pictures.
-        if let (Some((caption, path, note)), true) = (&map, k + 1 == charts_count) {
-            let _ = write!(h, "<h2>{}</h2><p>{}</p>{}", esc(caption), esc(note), img_tag(path, caption)?);
-        }
+    }
+    if let Some((caption, path, note)) = &map {
+        let _ = write!(h, "<h2>{}</h2><p>{}</p>{}", esc(caption), esc(note), img_tag(path, caption)?);
+    }
+    for (caption, path) in &data_pics {
+        let _ = write!(h, "<h2>{}</h2>{}", esc(caption), img_tag(path, caption)?);
     }
     let _ = write!(h, "<h2>Configuration</h2><pre>{}</pre>", esc(&ck.config));
     let _ = write!(

@@ -17,6 +17,9 @@ use anyhow::{Result, bail};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
+use crate::config::Config;
+use crate::data::Dataset;
+use crate::model::Encoder;
 use crate::named_tensors::NamedTensor;
 
 /// The classifier's momentum (solo-learn's and lightly's SGD).
@@ -50,6 +53,14 @@ impl OnlineLinear {
             bias_velocity: Tensor::zeros([classes], &device),
             lr,
         }
+    }
+
+    /// The classifier a run of `cfg` on `ds` trains beside `model` on `device`, if any:
+    /// `monitor.linear` on and at least two classes of labels.
+    pub fn for_run(cfg: &Config, ds: &Dataset, model: &Encoder, device: &Device) -> Option<Self> {
+        let classes = ds.classes().len();
+        (cfg.monitor.linear && ds.is_labeled() && classes > 1)
+            .then(|| Self::new(model.backbone.dim(), classes, cfg.monitor.linear_lr, device))
     }
 
     pub fn classes(&self) -> usize {
@@ -123,16 +134,16 @@ impl OnlineLinear {
 
     /// The classifier and its momentum as named tensors (the checkpoint's `online.*`).
     pub fn export(&self) -> Vec<NamedTensor> {
-        let t = |name: &str, x: Tensor<1>| {
-            let values = x.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 classifier");
-            NamedTensor { name: name.into(), shape: vec![values.len()], values }
-        };
-        let n = self.weight.dims()[0] * self.classes();
-        let mut w = t("linear.weight", self.weight.clone().reshape([n]));
-        w.shape = self.weight.dims().to_vec();
-        let mut wv = t("linear.weight_momentum", self.weight_velocity.clone().reshape([n]));
-        wv.shape = w.shape.clone();
-        vec![w, t("linear.bias", self.bias.clone()), wv, t("linear.bias_momentum", self.bias_velocity.clone())]
+        fn named<const D: usize>(name: &str, x: &Tensor<D>) -> NamedTensor {
+            let values = x.clone().into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 classifier");
+            NamedTensor { name: name.into(), shape: x.dims().to_vec(), values }
+        }
+        vec![
+            named("linear.weight", &self.weight),
+            named("linear.bias", &self.bias),
+            named("linear.weight_momentum", &self.weight_velocity),
+            named("linear.bias_momentum", &self.bias_velocity),
+        ]
     }
 
     /// Restores what [`Self::export`] wrote into `self` (a fresh classifier of the run's shape).

@@ -515,9 +515,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<PretrainSummary> {
     let device = chosen.device.clone().autodiff();
     device.seed(cfg.seed);
     let model = cfg.encoder(&device);
-    let classes = ds.classes().len();
-    let online = (cfg.monitor.linear && ds.is_labeled() && classes > 1)
-        .then(|| OnlineLinear::new(model.backbone.dim(), classes, cfg.monitor.linear_lr, &device));
+    let online = OnlineLinear::for_run(&cfg, &ds, &model, &device);
     let mut st = State {
         model: Some(model),
         method: MethodState::default(),

@@ -207,7 +207,7 @@ fn teacher_rows(teacher: &Encoder, input: &StepViews, chunks: &[Range<usize>], b
     use rand::SeedableRng;
     use rand::seq::SliceRandom;
     let plain = input.without_autodiff();
-    let views = input.groups[0].dims()[0] / input.n;
+    let views = input.full_views();
     let forward = |batch: &StepViews, rows: &Range<usize>| {
         crate::cpu_kernels::extension::no_grad_training(true, || batch.project(teacher, rows, 1, bn.per_view).0)
     };
@@ -258,20 +258,24 @@ pub fn train_step(
     online: Option<&mut OnlineLinear>,
 ) -> Result<(Encoder, StepOutput)> {
     let synced = cfg.model.sync_batch_norm.then_some(world);
-    let own_labels = labels;
     let (n, views) = (input.n, input.views());
     let chunks = micro_batches(n, cfg.train.micro_batch);
     let bn = BnSplits::of(cfg, &at);
     sync_bn::scope(synced, || {
-        let labels = global_batch::labels(&**world, labels);
+        let global_labels = global_batch::labels(&**world, labels);
         let teacher = state.teacher.as_ref().map(|t| {
             let rows = teacher_rows(t, &input, &chunks, bn);
-            global_batch::projections(&**world, rows, n, input.groups[0].dims()[0] / n)
+            global_batch::projections(&**world, rows, n, input.full_views())
         });
         let global_loss = |z: Tensor<2>| {
             let z = global_batch::projections(&**world, z, n, views);
-            let rows =
-                Rows { student: z, teacher: teacher.clone(), n: n * world.size(), views, labels: labels.as_deref() };
+            let rows = Rows {
+                student: z,
+                teacher: teacher.clone(),
+                n: n * world.size(),
+                views,
+                labels: global_labels.as_deref(),
+            };
             let out = objective::loss(cfg, state, rows, at.epoch);
             let value: f32 = out
                 .out
@@ -338,7 +342,7 @@ pub fn train_step(
         }
         // The online classifier learns from this step's features; its gradients join the
         // model's in the one all-reduce.
-        let mut online_grads: Vec<Tensor<1>> = match (&online, own_labels) {
+        let mut online_grads: Vec<Tensor<1>> = match (&online, labels) {
             (Some(o), Some(l)) => o.gradients(features.clone(), l, input.full_views() * n * world.size()).into(),
             _ => Vec::new(),
         };
