@@ -1,11 +1,14 @@
 //! Two views of a whole batch, made in parallel with rayon and written in place into two
 //! batch buffers (`[batch, 3, size, size]` each, row-major).
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
 use crate::buffer::ImageRef;
+use crate::crop::CropBox;
 use crate::pipeline::{Augmenter, Scratch};
-use crate::rng::view_rng;
+use crate::rng::{ViewRng, view_rng};
 
 thread_local! {
     /// Each worker thread keeps its buffers across samples and batches: allocating them per
@@ -26,7 +29,29 @@ pub trait ImageSource: Sync {
 
     /// Calls `f` with image `index`.
     fn with_image(&self, index: usize, f: &mut dyn FnMut(ImageRef<'_>));
+
+    /// Calls `f` with image `index`, decoded no larger than its views need where the source
+    /// can decode at a reduced scale. `plan` is called first with the image's size as
+    /// [`with_image`](Self::with_image) lends it (the *reference* size, in which crop boxes are
+    /// drawn) and returns how many times smaller than that the image may be (`>= 1`); `f` gets
+    /// the image and the factors `[fx, fy]` that carry reference coordinates onto its pixels
+    /// (`[1, 1]` at full scale). A source that cannot reduce lends the image as it is.
+    fn with_image_planned(
+        &self,
+        index: usize,
+        plan: &mut dyn FnMut(u32, u32) -> f64,
+        f: &mut dyn FnMut(ImageRef<'_>, [f64; 2]),
+    ) {
+        self.with_image(index, &mut |img| {
+            plan(img.width, img.height);
+            f(img, [1.0, 1.0]);
+        });
+    }
 }
+
+/// One view to make of a sample: the augmenter (full-size or multi-crop's small one), the
+/// number of its random stream and where it goes.
+type Slot<'a, 'o> = (&'a Augmenter, u8, &'o mut [f32]);
 
 impl ImageSource for [ImageRef<'_>] {
     fn len(&self) -> usize {
@@ -62,8 +87,9 @@ impl Augmenter {
         let len = self.view_len();
         assert_eq!(out1.len(), samples.len() * len, "out1 must hold {} views", samples.len());
         assert_eq!(out2.len(), samples.len() * len, "out2 must hold {} views", samples.len());
-        let slots = out1.chunks_mut(len).zip(out2.chunks_mut(len)).map(|(a, b)| vec![(0, a), (1, b)]).collect();
-        self.fill(source, samples, seed, epoch, slots);
+        let slots =
+            out1.chunks_mut(len).zip(out2.chunks_mut(len)).map(|(a, b)| vec![(self, 0, a), (self, 1, b)]).collect();
+        fill(source, samples, seed, epoch, slots);
     }
 
     /// Augments images `samples` into `out`, `views = out.len() / (samples.len() · view_len)`
@@ -81,19 +107,26 @@ impl Augmenter {
         first_view: u8,
         out: &mut [f32],
     ) {
-        let (len, n) = (self.view_len(), samples.len());
+        let mut slots: Vec<Vec<Slot>> = (0..samples.len()).map(|_| Vec::new()).collect();
+        self.add_slots(first_view, out, &mut slots);
+        fill(source, samples, seed, epoch, slots);
+    }
+
+    /// Adds this augmenter's views of every sample (view-major in `out`, streams numbered from
+    /// `first_view`) to the samples' `slots`.
+    fn add_slots<'a, 'o>(&'a self, first_view: u8, out: &'o mut [f32], slots: &mut [Vec<Slot<'a, 'o>>]) {
+        let (len, n) = (self.view_len(), slots.len());
         assert!(n > 0 && out.len().is_multiple_of(n * len), "out must hold whole views of {n} samples");
-        let mut slots: Vec<Vec<(u8, &mut [f32])>> = (0..n).map(|_| Vec::new()).collect();
         for (k, chunk) in out.chunks_mut(len).enumerate() {
-            slots[k % n].push((first_view + (k / n) as u8, chunk));
+            slots[k % n].push((self, first_view + (k / n) as u8, chunk));
         }
-        self.fill(source, samples, seed, epoch, slots);
     }
 
     /// Every training view of images `samples`: this augmenter's `views` full-size views into
     /// `full_out` (streams `0..V`), then, with multi-crop, `small`'s `small_views` views into
     /// `small_out` (streams `V..V + S`; empty without small views) — the one numbering of the
     /// views that training and `bench augment` share (both view-major, see [`Self::views_batch`]).
+    /// Each image is fetched once for all its views, full-size and small.
     #[allow(clippy::too_many_arguments)]
     pub fn training_views_batch<S: ImageSource + ?Sized>(
         &self,
@@ -105,32 +138,52 @@ impl Augmenter {
         full_out: &mut [f32],
         small_out: &mut [f32],
     ) {
-        self.views_batch(source, samples, seed, epoch, 0, full_out);
+        let mut slots: Vec<Vec<Slot>> = (0..samples.len()).map(|_| Vec::new()).collect();
+        self.add_slots(0, full_out, &mut slots);
         if let Some(small) = small {
-            small.views_batch(source, samples, seed, epoch, self.config().views as u8, small_out);
+            small.add_slots(self.config().views as u8, small_out, &mut slots);
         }
+        fill(source, samples, seed, epoch, slots);
     }
+}
 
-    /// Writes, in parallel over the samples, each sample's views into its `(view, output)`
-    /// slots.
-    fn fill<S: ImageSource + ?Sized>(
-        &self,
-        source: &S,
-        samples: &[usize],
-        seed: u64,
-        epoch: u64,
-        slots: Vec<Vec<(u8, &mut [f32])>>,
-    ) {
-        slots.into_par_iter().zip(samples.par_iter()).for_each(|(mut slots, &index)| {
-            SCRATCH.with_borrow_mut(|scratch| {
-                source.with_image(index, &mut |img| {
-                    for (view, out) in slots.iter_mut() {
-                        self.view(img, &mut view_rng(seed, epoch, index as u64, *view), scratch, out);
-                    }
-                });
-            });
+/// How many times smaller than the image a view of `size` pixels from `crop` may be decoded:
+/// the crop's shorter side over the view's side (below 1 when the view enlarges).
+fn allowed_reduction(crop: CropBox, size: usize) -> f64 {
+    f64::from(crop.width.min(crop.height)) / size as f64
+}
+
+/// Writes, in parallel over the samples, each sample's views into its slots. Every view's crop
+/// box is drawn first, in the image's reference size, so that the source can decode the image
+/// once, at the smallest scale all of them allow; the rest of each view then comes from that
+/// decode with the box carried onto it. A view's draws are the same whatever the decode scale.
+fn fill<S: ImageSource + ?Sized>(source: &S, samples: &[usize], seed: u64, epoch: u64, slots: Vec<Vec<Slot>>) {
+    slots.into_par_iter().zip(samples.par_iter()).for_each(|(slots, &index)| {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let (views, mut outs): (Vec<(&Augmenter, u8)>, Vec<&mut [f32]>) =
+                slots.into_iter().map(|(aug, view, out)| ((aug, view), out)).unzip();
+            let drawn: RefCell<Vec<(CropBox, ViewRng)>> = RefCell::new(Vec::with_capacity(views.len()));
+            let mut plan = |width: u32, height: u32| {
+                let mut drawn = drawn.borrow_mut();
+                drawn.clear();
+                let mut allowed = f64::INFINITY;
+                for &(aug, view) in &views {
+                    let mut rng = view_rng(seed, epoch, index as u64, view);
+                    let crop = aug.draw_crop(width, height, &mut rng);
+                    allowed = allowed.min(allowed_reduction(crop, aug.size()));
+                    drawn.push((crop, rng));
+                }
+                allowed.max(1.0)
+            };
+            let mut make = |img: ImageRef<'_>, [fx, fy]: [f64; 2]| {
+                let mut drawn = drawn.borrow_mut();
+                for ((&(aug, _), out), (crop, rng)) in views.iter().zip(outs.iter_mut()).zip(drawn.iter_mut()) {
+                    aug.finish(img, crop.scaled(fx, fy), rng, scratch, out);
+                }
+            };
+            source.with_image_planned(index, &mut plan, &mut make);
         });
-    }
+    });
 }
 
 impl Augmenter {
@@ -224,5 +277,89 @@ mod tests {
             assert_eq!(&four[(v * n + k) * len..(v * n + k + 1) * len], &one[..], "view {v} of sample {k}");
         }
         assert_ne!(&four[2 * n * len..3 * n * len], &four[3 * n * len..]);
+    }
+
+    /// A source that decodes "at reduced scale" the way a JPEG decoder's DCT scaling does, here
+    /// by exact `r × r` means of the reference image, and records what the plan allowed.
+    struct Reducing {
+        width: u32,
+        height: u32,
+        pixels: Vec<u8>,
+        allowed: std::sync::Mutex<Vec<f64>>,
+    }
+
+    impl ImageSource for Reducing {
+        fn len(&self) -> usize {
+            1
+        }
+        fn with_image(&self, _: usize, f: &mut dyn FnMut(ImageRef<'_>)) {
+            f(ImageRef::new(self.width, self.height, &self.pixels));
+        }
+        fn with_image_planned(
+            &self,
+            _: usize,
+            plan: &mut dyn FnMut(u32, u32) -> f64,
+            f: &mut dyn FnMut(ImageRef<'_>, [f64; 2]),
+        ) {
+            let allowed = plan(self.width, self.height);
+            self.allowed.lock().unwrap().push(allowed);
+            let r = [4u32, 2, 1].into_iter().find(|&r| f64::from(r) <= allowed).unwrap();
+            let (w, h) = (self.width / r, self.height / r);
+            let mut reduced = Vec::with_capacity((w * h * 3) as usize);
+            for y in 0..h {
+                for x in 0..w {
+                    for c in 0..3 {
+                        let mut sum = 0u32;
+                        for dy in 0..r {
+                            for dx in 0..r {
+                                sum +=
+                                    u32::from(self.pixels[(((y * r + dy) * self.width + x * r + dx) * 3 + c) as usize]);
+                            }
+                        }
+                        reduced.push(((sum + r * r / 2) / (r * r)) as u8);
+                    }
+                }
+            }
+            let factor = 1.0 / f64::from(r);
+            f(ImageRef::new(w, h, &reduced), [factor, factor]);
+        }
+    }
+
+    /// Every view's crop box is drawn before the image is fetched: the plan allows the smallest
+    /// crop side over the view size (checked against boxes drawn here from the same streams),
+    /// and views made from the reduced image stay close to those from the full one.
+    #[test]
+    fn views_from_a_reduced_decode_use_the_same_boxes_and_stay_close() {
+        let mut cfg = AugmentConfig::preset(Preset::Cifar);
+        cfg.size = 16;
+        cfg.crop.scale = [0.3, 1.0];
+        cfg.color_jitter.p = 0.0; // keep the comparison about the pixels' geometry
+        cfg.normalize.mean = [0.0; 3];
+        cfg.normalize.std = [1.0; 3];
+        let aug = Augmenter::new(cfg.clone()).unwrap();
+        let (w, h) = (160u32, 128u32);
+        let pixels: Vec<u8> =
+            (0..h).flat_map(|y| (0..w).flat_map(move |x| [x as u8, (y * 2) as u8, ((x + y) / 2) as u8])).collect();
+        let source = Reducing { width: w, height: h, pixels: pixels.clone(), allowed: Default::default() };
+        let full = [ImageRef::new(w, h, &pixels)];
+        let len = aug.view_len();
+        let mut reduced_seen = 0;
+        for epoch in 0..12u64 {
+            let (mut a, mut b) = (vec![0.0; 2 * len], vec![0.0; 2 * len]);
+            aug.views_batch(&source, &[0], 5, epoch, 0, &mut a);
+            aug.views_batch(&full[..], &[0], 5, epoch, 0, &mut b);
+            let allowed = *source.allowed.lock().unwrap().last().unwrap();
+            let want = (0..2u8)
+                .map(|v| {
+                    let crop = cfg.crop.sample(w, h, &mut view_rng(5, epoch, 0, v));
+                    f64::from(crop.width.min(crop.height)) / 16.0
+                })
+                .fold(f64::INFINITY, f64::min);
+            assert_eq!(allowed, want.max(1.0), "epoch {epoch}");
+            reduced_seen += usize::from(allowed >= 2.0);
+            let mean = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32;
+            assert!(mean < 1.5 / 255.0, "epoch {epoch}: mean difference {mean}");
+        }
+        assert!(reduced_seen >= 3, "only {reduced_seen} of 12 draws used a reduced image");
     }
 }

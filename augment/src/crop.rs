@@ -21,6 +21,32 @@ impl CropBox {
     pub fn full(width: u32, height: u32) -> Self {
         Self { top: 0, left: 0, height, width }
     }
+
+    /// This box on an image that is `fx` × `fy` times the size of the one it was drawn on (an
+    /// image decoded at a reduced scale): the same part of the picture, in fractional pixels.
+    pub fn scaled(&self, fx: f64, fy: f64) -> Region {
+        Region {
+            left: f64::from(self.left) * fx,
+            top: f64::from(self.top) * fy,
+            width: f64::from(self.width) * fx,
+            height: f64::from(self.height) * fy,
+        }
+    }
+}
+
+/// A crop box in fractional source pixels (a [`CropBox`] carried onto another scale).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Region {
+    pub left: f64,
+    pub top: f64,
+    pub width: f64,
+    pub height: f64,
+}
+
+impl From<CropBox> for Region {
+    fn from(b: CropBox) -> Self {
+        b.scaled(1.0, 1.0)
+    }
 }
 
 /// RandomResizedCrop parameters (the output size is [`crate::AugmentConfig::size`]).

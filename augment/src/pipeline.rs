@@ -7,11 +7,11 @@ use crate::blur::{blur, gaussian_kernel};
 use crate::buffer::{ImageRef, RgbF32};
 use crate::color_jitter;
 use crate::config::{AugmentConfig, ConfigError};
-use crate::crop::uniform;
+use crate::crop::{CropBox, Region, uniform};
 use crate::flip::flip_horizontal;
 use crate::grayscale::to_grayscale;
 use crate::noise::add_noise;
-use crate::resample::{ResampleScratch, resample};
+use crate::resample::{ResampleScratch, resample_region};
 use crate::solarize::solarize;
 
 /// Per-thread reusable buffers: one working image and the resampler's and blur's temporaries.
@@ -70,10 +70,29 @@ impl Augmenter {
         rng: &mut R,
         scratch: &'s mut Scratch,
     ) -> &'s RgbF32 {
+        let region = self.draw_crop(src.width, src.height, rng);
+        self.finish_rgb(src, region.into(), rng, scratch)
+    }
+
+    /// The first draw of a view: its crop box on an image of `width` × `height`. Drawn before
+    /// the image is decoded, it tells how small a decode the view allows.
+    pub fn draw_crop<R: RngExt + ?Sized>(&self, width: u32, height: u32, rng: &mut R) -> CropBox {
+        self.cfg.crop.sample(width, height, rng)
+    }
+
+    /// The rest of a view after [`draw_crop`](Self::draw_crop): `region` is the drawn box,
+    /// carried onto `src` (which may be a reduced-scale decode, see [`CropBox::scaled`]), and
+    /// `rng` continues the view's stream.
+    pub fn finish_rgb<'s, R: RngExt + ?Sized>(
+        &self,
+        src: ImageRef<'_>,
+        region: Region,
+        rng: &mut R,
+        scratch: &'s mut Scratch,
+    ) -> &'s RgbF32 {
         let c = &self.cfg;
         let size = self.size();
-        let region = c.crop.sample(src.width, src.height, rng);
-        resample(src, region, size, size, &mut scratch.resample, &mut scratch.img);
+        resample_region(src, region, size, size, &mut scratch.resample, &mut scratch.img);
         let img = &mut scratch.img;
         if rng.random::<f64>() < c.flip.p {
             flip_horizontal(img);
@@ -102,6 +121,19 @@ impl Augmenter {
     /// Makes one augmented, normalized view into `out` (CHW, length [`view_len`](Self::view_len)).
     pub fn view<R: RngExt + ?Sized>(&self, src: ImageRef<'_>, rng: &mut R, scratch: &mut Scratch, out: &mut [f32]) {
         let img = self.view_rgb(src, rng, scratch);
+        self.cfg.normalize.write_chw(img, out);
+    }
+
+    /// [`finish_rgb`](Self::finish_rgb), normalized into `out` as [`view`](Self::view) writes it.
+    pub fn finish<R: RngExt + ?Sized>(
+        &self,
+        src: ImageRef<'_>,
+        region: Region,
+        rng: &mut R,
+        scratch: &mut Scratch,
+        out: &mut [f32],
+    ) {
+        let img = self.finish_rgb(src, region, rng, scratch);
         self.cfg.normalize.write_chw(img, out);
     }
 }

@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
 use crate::cache::{ChunkBuilder, ImageCache};
-use crate::decode::{DecodeOptions, RgbImage8, decode_bytes, decode_file, probe_file, probe_read};
+use crate::decode::{DecodeOptions, RgbImage8, decode_bytes, decode_bytes_planned, probe_file, probe_read};
 use crate::error::DatasetError;
 use crate::scan::{IMAGE_EXTENSIONS, scan_folder};
 use crate::split::stratified_subset;
@@ -149,11 +149,26 @@ impl Files {
         }
     }
 
-    fn decode(&self, slot: usize, opts: &DecodeOptions) -> Result<RgbImage8, String> {
+    /// The slot's encoded bytes (the file, or the shard member).
+    fn bytes(&self, slot: usize) -> Result<Vec<u8>, String> {
         match self {
-            Files::Paths(p) => decode_file(&p[slot], opts),
-            _ => decode_bytes(&self.member(slot).and_then(MemberReader::read_all).map_err(|e| e.to_string())?, opts),
+            Files::Paths(p) => std::fs::read(&p[slot]),
+            _ => self.member(slot).and_then(MemberReader::read_all),
         }
+        .map_err(|e| e.to_string())
+    }
+
+    fn decode(&self, slot: usize, opts: &DecodeOptions) -> Result<RgbImage8, String> {
+        decode_bytes(&self.bytes(slot)?, opts)
+    }
+
+    fn decode_planned(
+        &self,
+        slot: usize,
+        opts: &DecodeOptions,
+        plan: &mut dyn FnMut(u32, u32) -> f64,
+    ) -> Result<(RgbImage8, [f64; 2]), String> {
+        decode_bytes_planned(&self.bytes(slot)?, opts, plan)
     }
 
     fn probe(&self, slot: usize, opts: &DecodeOptions) -> Result<(u32, u32), String> {
@@ -519,16 +534,32 @@ impl Dataset {
     /// to decode now (it passed the header check) is reported once and the next decodable
     /// image is served instead, so a run never stops on one bad file.
     pub fn with_image<R>(&self, i: usize, f: impl FnOnce(u32, u32, &[u8]) -> R) -> R {
+        self.with_image_planned(i, &mut |_, _| 1.0, |w, h, px, _| f(w, h, px))
+    }
+
+    /// [`with_image`](Self::with_image) for a caller that can use a reduced-scale decode (the
+    /// augmentation stage, whose crop boxes are drawn first): `plan` gets the image's size as
+    /// `with_image` lends it and returns how many times smaller the image may be; `f` gets the
+    /// image and the factors `[fx, fy]` that carry coordinates of that size onto its pixels.
+    /// Cached images are lent as they are (`[1, 1]`); streamed JPEGs are decoded at 1/2, 1/4 or
+    /// 1/8 scale where `plan` allows (see [`decode_bytes_planned`]).
+    pub fn with_image_planned<R>(
+        &self,
+        i: usize,
+        plan: &mut dyn FnMut(u32, u32) -> f64,
+        f: impl FnOnce(u32, u32, &[u8], [f64; 2]) -> R,
+    ) -> R {
         match &*self.storage {
             Storage::Cached(cache) => {
                 let (w, h, px) = cache.get(self.items[i].slot as usize);
-                f(w, h, px)
+                plan(w, h);
+                f(w, h, px, [1.0, 1.0])
             }
             Storage::Streaming { decode, warned, verbose } => {
                 for k in 0..self.len() {
                     let slot = self.items[(i + k) % self.len()].slot as usize;
-                    match self.files.decode(slot, decode) {
-                        Ok(img) => return f(img.width, img.height, &img.pixels),
+                    match self.files.decode_planned(slot, decode, plan) {
+                        Ok((img, factors)) => return f(img.width, img.height, &img.pixels, factors),
                         Err(reason) => {
                             let first = warned.lock().map(|mut w| w.insert(slot)).unwrap_or(false);
                             if first && *verbose {
@@ -542,7 +573,8 @@ impl Dataset {
                 }
                 // Nothing decodes any more (files removed during the run): a gray pixel keeps
                 // the run alive; every file has been reported above.
-                f(1, 1, &[128, 128, 128])
+                plan(1, 1);
+                f(1, 1, &[128, 128, 128], [1.0, 1.0])
             }
         }
     }

@@ -13,6 +13,8 @@ use std::path::Path;
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 
+use crate::jpeg;
+
 /// How to decode.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DecodeOptions {
@@ -195,9 +197,52 @@ fn tiff_entries_fit(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// The reductions a reduced-scale decode may use, largest first (libjpeg-turbo's DCT scaling).
+const REDUCTIONS: [u32; 3] = [8, 4, 2];
+
+/// [`decode_bytes`] at the smallest scale the caller's views allow. `plan` gets the image's
+/// size as [`decode_bytes`] would return it (the reference size, after orientation and the
+/// `load_size` shrink) and returns how many times smaller than that the image may be; it may
+/// be called more than once and must answer the same each time. A JPEG is then decoded at 1/2,
+/// 1/4 or 1/8 scale in the DCT domain where that is allowed. Returns the image and the factors
+/// `[fx, fy]` that carry reference coordinates onto its pixels (`[1, 1]`: the image is exactly
+/// what [`decode_bytes`] returns).
+pub fn decode_bytes_planned(
+    bytes: &[u8],
+    opts: &DecodeOptions,
+    plan: &mut dyn FnMut(u32, u32) -> f64,
+) -> Result<(RgbImage8, [f64; 2]), String> {
+    if let Some(header) = jpeg::header(bytes) {
+        let (w, h) = header.oriented();
+        check_pixels(w, h, opts)?;
+        let (tw, th) = target_size(w, h, opts.load_size);
+        // The reduction allowed from the stored size: the plan's, times the load_size shrink.
+        let allowed = plan(tw, th) * f64::from(w) / f64::from(tw);
+        if let Some(r) = REDUCTIONS.into_iter().find(|&r| f64::from(r) <= allowed)
+            && let Some(img) = jpeg::decode(bytes, &header, r)
+        {
+            // Reference → stored pixels (w / tw), stored → decoded (1 / r): libjpeg-turbo's
+            // reduced pixel k covers stored pixels r·k .. r·(k + 1).
+            let fx = f64::from(w) / (f64::from(tw) * f64::from(r));
+            let fy = f64::from(h) / (f64::from(th) * f64::from(r));
+            return Ok((img, [fx, fy]));
+        }
+    }
+    let img = decode_bytes(bytes, opts)?;
+    plan(img.width, img.height);
+    Ok((img, [1.0, 1.0]))
+}
+
 fn decode_in_memory(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage8, String> {
     if bytes.is_empty() {
         return Err("empty file".into());
+    }
+    if let Some(header) = jpeg::header(bytes) {
+        let (w, h) = header.oriented();
+        check_pixels(w, h, opts)?;
+        if let Some(img) = jpeg::decode(bytes, &header, 1) {
+            return Ok(shrink_to_load_size(img, opts.load_size));
+        }
     }
     let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
     let format = reader.format();
@@ -221,14 +266,19 @@ fn decode_in_memory(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage8, Str
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())?;
     img.apply_orientation(orientation);
     let rgb = img.to_rgb8();
-    let (w, h) = rgb.dimensions();
-    let (tw, th) = target_size(w, h, opts.load_size);
-    let rgb = if (tw, th) != (w, h) {
-        image::imageops::resize(&rgb, tw, th, image::imageops::FilterType::Triangle)
-    } else {
-        rgb
-    };
-    Ok(RgbImage8 { width: tw, height: th, pixels: rgb.into_raw() })
+    let (width, height) = rgb.dimensions();
+    Ok(shrink_to_load_size(RgbImage8 { width, height, pixels: rgb.into_raw() }, opts.load_size))
+}
+
+/// The `load_size` shrink (antialiased), when the image is larger.
+fn shrink_to_load_size(img: RgbImage8, load_size: Option<u32>) -> RgbImage8 {
+    let (tw, th) = target_size(img.width, img.height, load_size);
+    if (tw, th) == (img.width, img.height) {
+        return img;
+    }
+    let rgb = image::RgbImage::from_raw(img.width, img.height, img.pixels).expect("RGB buffer of its size");
+    let rgb = image::imageops::resize(&rgb, tw, th, image::imageops::FilterType::Triangle);
+    RgbImage8 { width: tw, height: th, pixels: rgb.into_raw() }
 }
 
 /// The EXIF chunk of an extended (VP8X) WebP file, sliced from the file.

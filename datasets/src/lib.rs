@@ -7,7 +7,8 @@
 //! - [`scan`]: image folders (recursive, sorted, folders listed in parallel, ImageFolder class
 //!   layout, hidden and non-image files ignored, symlinks followed without looping);
 //! - [`decode`]: one file to RGB8 with decompression-bomb limits, EXIF orientation and optional
-//!   resize at load;
+//!   resize at load, or at a reduced scale its views allow (JPEG through libjpeg-turbo,
+//!   `jpeg.rs`, with DCT scaling);
 //! - [`cache`]: the compact pixel store (≤ 1.05× the raw pixel bytes);
 //! - [`cifar`] and [`idx`]: the CIFAR-10/100 binary and IDX (MNIST, Fashion-MNIST) formats;
 //! - [`dataset`]: opening, parallel loading with a progress bar and counted skips, streaming;
@@ -23,6 +24,7 @@ pub mod dataset;
 pub mod decode;
 pub mod error;
 pub mod idx;
+mod jpeg;
 pub mod pack;
 pub mod scan;
 pub mod split;

@@ -20,7 +20,7 @@ use fuzz_support::{Mutation, Outcome, Reader, apply_all, fuzz, measure, mib, mut
 use image::{DynamicImage, ImageBuffer, ImageFormat, Rgb};
 use proptest::prelude::*;
 use proptest::sample::Index;
-use selfsup_datasets::decode::decode_bytes;
+use selfsup_datasets::decode::{decode_bytes, decode_bytes_planned};
 use selfsup_datasets::{Dataset, DecodeOptions, LoadOptions, RgbImage8, SourceKind, open};
 
 fn quiet() -> LoadOptions {
@@ -205,6 +205,14 @@ fn clear_reason(reason: &str) -> Result<Outcome, String> {
 }
 
 fn decode_one(bytes: &[u8], opts: &DecodeOptions) -> Result<Outcome, String> {
+    // The reduced-scale decode (streaming's) of the same bytes: whole when it decodes.
+    if let Ok((img, [fx, fy])) = decode_bytes_planned(bytes, opts, &mut |_, _| 8.0) {
+        if !(fx > 0.0 && fx <= 1.0 && fy > 0.0 && fy <= 1.0) {
+            return Err(format!("reduced decode reported factors {fx}, {fy}"));
+        }
+        // Not shrunk to load_size: its factors carry the load_size coordinates onto it.
+        check_image(&img, &DecodeOptions { load_size: None, ..opts.clone() })?;
+    }
     match decode_bytes(bytes, opts) {
         Ok(img) => check_image(&img, opts).map(|()| Outcome::Accepted),
         Err(reason) => clear_reason(&reason),
