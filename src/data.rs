@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use selfsup_augment::{ImageRef, ImageSource};
-use selfsup_datasets::{DecodeOptions, LoadOptions};
+use selfsup_datasets::{DecodeOptions, LoadOptions, ReadAhead};
 
 pub use selfsup_datasets::Dataset;
 
@@ -29,6 +29,32 @@ pub fn open_dataset(path: &Path, cfg: &Config, verbose: bool) -> Result<Dataset>
 
 /// A dataset seen as an augmentation source.
 pub struct Images<'a>(pub &'a Dataset);
+
+/// A streaming dataset seen as an augmentation source, its files read ahead of the workers by
+/// `ahead` (what a worker finds there it does not read again).
+pub struct ReadAheadImages<'a> {
+    pub ds: &'a Dataset,
+    pub ahead: &'a ReadAhead,
+}
+
+impl ImageSource for ReadAheadImages<'_> {
+    fn len(&self) -> usize {
+        self.ds.len()
+    }
+
+    fn with_image(&self, index: usize, f: &mut dyn FnMut(ImageRef<'_>)) {
+        Images(self.ds).with_image(index, f);
+    }
+
+    fn with_image_planned(
+        &self,
+        index: usize,
+        plan: &mut dyn FnMut(u32, u32) -> f64,
+        f: &mut dyn FnMut(ImageRef<'_>, [f64; 2]),
+    ) {
+        self.ds.with_image_read_ahead(index, self.ahead, plan, |w, h, px, factors| f(ImageRef::new(w, h, px), factors));
+    }
+}
 
 impl ImageSource for Images<'_> {
     fn len(&self) -> usize {

@@ -20,6 +20,7 @@ use rayon::prelude::*;
 use crate::cache::{ChunkBuilder, ImageCache};
 use crate::decode::{DecodeOptions, RgbImage8, decode_bytes, decode_bytes_planned, probe_file, probe_read};
 use crate::error::DatasetError;
+use crate::read_ahead::ReadAhead;
 use crate::scan::{IMAGE_EXTENSIONS, scan_folder};
 use crate::split::stratified_subset;
 use crate::webdataset::{self, Member, MemberReader};
@@ -80,7 +81,7 @@ enum Storage {
 
 /// Where each slot's encoded image lies.
 #[derive(Debug)]
-enum Files {
+pub(crate) enum Files {
     /// Binary formats: the pixels came with the file.
     None,
     Paths(Vec<PathBuf>),
@@ -150,7 +151,7 @@ impl Files {
     }
 
     /// The slot's encoded bytes (the file, or the shard member).
-    fn bytes(&self, slot: usize) -> Result<Vec<u8>, String> {
+    pub(crate) fn bytes(&self, slot: usize) -> Result<Vec<u8>, String> {
         match self {
             Files::Paths(p) => std::fs::read(&p[slot]),
             _ => self.member(slot).and_then(MemberReader::read_all),
@@ -162,13 +163,19 @@ impl Files {
         decode_bytes(&self.bytes(slot)?, opts)
     }
 
+    /// Decodes the slot from `bytes` when given (read ahead), else from its file.
     fn decode_planned(
         &self,
         slot: usize,
+        bytes: Option<Vec<u8>>,
         opts: &DecodeOptions,
         plan: &mut dyn FnMut(u32, u32) -> f64,
     ) -> Result<(RgbImage8, [f64; 2]), String> {
-        decode_bytes_planned(&self.bytes(slot)?, opts, plan)
+        let bytes = match bytes {
+            Some(b) => b,
+            None => self.bytes(slot)?,
+        };
+        decode_bytes_planned(&bytes, opts, plan)
     }
 
     fn probe(&self, slot: usize, opts: &DecodeOptions) -> Result<(u32, u32), String> {
@@ -549,6 +556,40 @@ impl Dataset {
         plan: &mut dyn FnMut(u32, u32) -> f64,
         f: impl FnOnce(u32, u32, &[u8], [f64; 2]) -> R,
     ) -> R {
+        self.serve(i, None, plan, f)
+    }
+
+    /// [`with_image_planned`](Self::with_image_planned) taking image `i`'s bytes from `ahead`
+    /// when its reader has them.
+    pub fn with_image_read_ahead<R>(
+        &self,
+        i: usize,
+        ahead: &ReadAhead,
+        plan: &mut dyn FnMut(u32, u32) -> f64,
+        f: impl FnOnce(u32, u32, &[u8], [f64; 2]) -> R,
+    ) -> R {
+        let bytes = if self.is_streaming() { ahead.take(i) } else { None };
+        self.serve(i, bytes, plan, f)
+    }
+
+    /// Starts a reader thread reading the files of `order` (indices of this dataset, in the
+    /// order the epoch visits them) ahead of the decoding, holding at most `depth` images and
+    /// `max_bytes` bytes (see [`crate::read_ahead`]); `None` when the images are cached.
+    pub fn read_ahead(&self, order: &[usize], depth: usize, max_bytes: usize) -> Option<ReadAhead> {
+        if !self.is_streaming() {
+            return None;
+        }
+        let order = order.iter().map(|&i| (i, self.items[i].slot as usize)).collect();
+        Some(ReadAhead::start(Arc::clone(&self.files), order, depth, max_bytes))
+    }
+
+    fn serve<R>(
+        &self,
+        i: usize,
+        mut bytes: Option<Vec<u8>>,
+        plan: &mut dyn FnMut(u32, u32) -> f64,
+        f: impl FnOnce(u32, u32, &[u8], [f64; 2]) -> R,
+    ) -> R {
         match &*self.storage {
             Storage::Cached(cache) => {
                 let (w, h, px) = cache.get(self.items[i].slot as usize);
@@ -558,7 +599,7 @@ impl Dataset {
             Storage::Streaming { decode, warned, verbose } => {
                 for k in 0..self.len() {
                     let slot = self.items[(i + k) % self.len()].slot as usize;
-                    match self.files.decode_planned(slot, decode, plan) {
+                    match self.files.decode_planned(slot, bytes.take(), decode, plan) {
                         Ok((img, factors)) => return f(img.width, img.height, &img.pixels, factors),
                         Err(reason) => {
                             let first = warned.lock().map(|mut w| w.insert(slot)).unwrap_or(false);

@@ -12,6 +12,8 @@
 //! - [`cache`]: the compact pixel store (≤ 1.05× the raw pixel bytes);
 //! - [`cifar`] and [`idx`]: the CIFAR-10/100 binary and IDX (MNIST, Fashion-MNIST) formats;
 //! - [`dataset`]: opening, parallel loading with a progress bar and counted skips, streaming;
+//! - [`read_ahead`]: a reader thread reading a streaming epoch's files ahead of the decoding,
+//!   within a bound;
 //! - [`split`]: stratified seeded train/validation splits and `limit N` subsets;
 //! - [`synthetic`]: a generated labelled set of shapes and textures for the demo;
 //! - [`pack`]: writing WebDataset shards from an image folder (`selfsup pack`);
@@ -26,6 +28,7 @@ pub mod error;
 pub mod idx;
 mod jpeg;
 pub mod pack;
+pub mod read_ahead;
 pub mod scan;
 pub mod split;
 pub mod synthetic;
@@ -34,3 +37,4 @@ pub mod webdataset;
 pub use dataset::{Dataset, LoadOptions, Skipped, SourceKind, open};
 pub use decode::{DecodeOptions, RgbImage8};
 pub use error::DatasetError;
+pub use read_ahead::ReadAhead;

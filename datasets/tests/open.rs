@@ -209,3 +209,50 @@ fn truncated_jpeg_is_skipped() {
     assert_eq!(ds.skipped().len(), 1, "{:?}", ds.skipped());
     assert!(ds.skipped()[0].path.ends_with("half.jpg"));
 }
+
+/// The reader of a streaming epoch's files: bounded in images and bytes, serves what it read
+/// (the same pixels as reading on the spot), leaves to the worker what the worker asked for
+/// first, and stops when dropped.
+#[test]
+fn read_ahead_is_bounded_and_serves_the_same_pixels() {
+    use std::time::{Duration, Instant};
+    let d = tempfile::tempdir().unwrap();
+    for i in 0..40u8 {
+        save(&rgb(16, 12, i), &d.path().join(format!("{i:02}.png")), ImageFormat::Png);
+    }
+    let ds = open(d.path(), &LoadOptions { cache_limit: 0, ..quiet() }).unwrap();
+    let cached = open(d.path(), &quiet()).unwrap();
+    assert!(cached.read_ahead(&[0, 1], 4, 1 << 20).is_none(), "nothing to read when cached");
+    let order: Vec<usize> = (0..40).rev().collect();
+    let reads = |ahead: &selfsup_datasets::ReadAhead, images: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ahead.held().0 < images {
+            assert!(Instant::now() < deadline, "the reader did not read {images} images in 10 s");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    let wait_for = |ahead: &selfsup_datasets::ReadAhead, images: usize| {
+        reads(ahead, images);
+        std::thread::sleep(Duration::from_millis(50)); // time to overstep, were it unbounded
+    };
+    let ahead = ds.read_ahead(&order, 5, 1 << 20).unwrap();
+    wait_for(&ahead, 5);
+    assert_eq!(ahead.held().0, 5, "at most depth images");
+    // A worker ahead of the reader (image 0 is read last) reads it itself; the reader skips it.
+    let px = |ds: &selfsup_datasets::Dataset, i| {
+        ds.with_image_read_ahead(i, &ahead, &mut |_, _| 1.0, |_, _, p, _| p.to_vec())
+    };
+    assert_eq!(px(&ds, 0), cached.image(0).pixels);
+    for &i in &order[..39] {
+        reads(&ahead, 1); // it reads in order, so what it holds starts with image i
+        assert_eq!(px(&ds, i), cached.image(i).pixels, "image {i}");
+    }
+    assert_eq!(ahead.hits_and_misses(), (39, 1));
+    assert_eq!(ahead.held(), (0, 0), "image 0 was not read again");
+    drop(ahead);
+    // The byte bound: one file's worth at most (plus the file that crossed it).
+    let ahead = ds.read_ahead(&order, 100, 1).unwrap();
+    wait_for(&ahead, 1);
+    assert_eq!(ahead.held().0, 1);
+    drop(ahead); // joins the reader while it waits
+}

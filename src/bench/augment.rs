@@ -1,12 +1,15 @@
 //! `selfsup bench augment`: augmentation throughput from decoded images in memory, in images
 //! per second (each image yields all its views: `augment.views` full-size ones and multi-crop's
 //! `augment.small_views` small ones, two full-size by default), on a chosen number of threads.
+//! From a streaming dataset (`data.cache_limit=0`) every image is also read and decoded, its
+//! files read ahead of the decoding as in training.
 
 use anyhow::Result;
 use selfsup_augment::{AugmentConfig, Augmenter, ImageRef};
 
 use super::{median, time_rounds};
-use crate::data::{Dataset, Images};
+use crate::data::{Dataset, Images, ReadAheadImages};
+use crate::train::loader::READ_AHEAD_BYTES;
 
 /// Where the benchmark's images come from.
 pub enum BenchImages<'a> {
@@ -74,19 +77,31 @@ pub fn run(
         }
     };
     let n = images.count();
+    let dataset = match source {
+        BenchImages::Dataset(ds) => Some(*ds),
+        BenchImages::Synthetic { .. } => None,
+    };
     let seconds = time_rounds(rounds + 1, |round| {
+        // A streaming dataset's files are read ahead of the decoding, as in training.
+        let order: Vec<usize> = (0..images_per_round).map(|i| i % n).collect();
+        let ahead = dataset.and_then(|ds| ds.read_ahead(&order, 2 * batch, READ_AHEAD_BYTES));
+        let with_ahead = ahead.as_ref().zip(dataset).map(|(ahead, ds)| ReadAheadImages { ds, ahead });
+        let source: &dyn ImageSourceDyn = match &with_ahead {
+            Some(s) => s,
+            None => images,
+        };
         pool.install(|| {
             let mut done = 0;
             while done < images_per_round {
                 let b = batch.min(images_per_round - done);
-                let samples: Vec<usize> = (done..done + b).map(|i| i % n).collect();
+                let samples = &order[done..done + b];
                 let full_len = b * full_out.len() / batch;
                 let small_len = b * small_out.len() / batch;
                 let epoch = round as u64;
-                images.batch(
+                source.batch(
                     &aug,
                     small.as_ref(),
-                    &samples,
+                    samples,
                     epoch,
                     &mut full_out[..full_len],
                     &mut small_out[..small_len],

@@ -104,7 +104,7 @@ pub fn run(
             let indices = &indices;
             scope.spawn(move || {
                 for k in 0..total {
-                    if tx.send(make_batch(ds, makers, &indices(k), cfg.seed, 0, k as u64)).is_err() {
+                    if tx.send(make_batch(ds, None, makers, &indices(k), cfg.seed, 0, k as u64)).is_err() {
                         return;
                     }
                 }
@@ -112,7 +112,7 @@ pub fn run(
             Vec::new()
         } else {
             drop(tx);
-            (0..total).map(|k| make_batch(ds, makers, &indices(k), cfg.seed, 0, k as u64)).collect()
+            (0..total).map(|k| make_batch(ds, None, makers, &indices(k), cfg.seed, 0, k as u64)).collect()
         };
         let mut premade = premade.into_iter();
         for k in 0..total {

@@ -11,9 +11,10 @@ use std::thread::Scope;
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::seq::SliceRandom;
-use selfsup_augment::Augmenter;
+use selfsup_augment::{Augmenter, ImageSource};
+use selfsup_datasets::ReadAhead;
 
-use crate::data::{Dataset, Images};
+use crate::data::{Dataset, Images, ReadAheadImages};
 
 /// One step's input: the views of `n` images, in groups of one resolution (see [`ViewGroup`]),
 /// and the images' labels when the data has them.
@@ -128,8 +129,11 @@ impl Shard {
 
 /// Makes the batch of `indices`: `makers.full`'s configured number of views, then the small
 /// views, numbered as `Augmenter::training_views_batch` says.
+/// `ahead`, when given, is the epoch's reader of a streaming dataset's files.
+#[allow(clippy::too_many_arguments)]
 pub fn make_batch(
     ds: &Dataset,
+    ahead: Option<&ReadAhead>,
     makers: ViewMakers<'_>,
     indices: &[usize],
     seed: u64,
@@ -141,7 +145,18 @@ pub fn make_batch(
     let mut pixels = vec![0.0f32; cfg.views as usize * n * full.view_len()];
     let small_len = makers.small.map_or(0, |s| cfg.small_views as usize * n * s.view_len());
     let mut small_pixels = vec![0.0f32; small_len];
-    full.training_views_batch(makers.small, &Images(ds), indices, seed, epoch, &mut pixels, &mut small_pixels);
+    let (plain, read_ahead);
+    let source: &dyn ImageSource = match ahead {
+        Some(ahead) => {
+            read_ahead = ReadAheadImages { ds, ahead };
+            &read_ahead
+        }
+        None => {
+            plain = Images(ds);
+            &plain
+        }
+    };
+    full.training_views_batch(makers.small, source, indices, seed, epoch, &mut pixels, &mut small_pixels);
     let mut groups = vec![ViewGroup { size: full.size(), views: cfg.views as usize, pixels }];
     if let Some(small) = makers.small {
         groups.push(ViewGroup { size: small.size(), views: cfg.small_views as usize, pixels: small_pixels });
@@ -149,6 +164,10 @@ pub fn make_batch(
     let labels = ds.is_labeled().then(|| indices.iter().map(|&i| ds.label(i).unwrap_or(0)).collect());
     Batch { step_in_epoch, n, groups, labels }
 }
+
+/// The most encoded bytes read ahead of the decoding at once (a bound on memory; ImageNet's
+/// ~110 KB files reach the two steps' worth of images first).
+pub const READ_AHEAD_BYTES: usize = 256 << 20;
 
 /// Starts a worker producing the batches of steps `first_step..` of epoch `epoch` (each of
 /// `batch` images of `order`, of which this process makes its `shard`), at most `prefetch`
@@ -169,9 +188,13 @@ pub fn spawn_epoch<'scope, 'env>(
     let (tx, rx) = sync_channel(prefetch);
     let steps = (order.len() / batch) as u64;
     scope.spawn(move || {
+        let step_images = |step: u64| shard.of(&order[step as usize * batch..(step as usize + 1) * batch]);
+        // A streaming dataset's files are read ahead of the decoding: this process's images of
+        // the coming steps, at most two steps' worth and READ_AHEAD_BYTES.
+        let mine: Vec<usize> = (first_step..steps).flat_map(|step| step_images(step).iter().copied()).collect();
+        let ahead = ds.read_ahead(&mine, 2 * shard.of(&order[..batch]).len(), READ_AHEAD_BYTES);
         for step in first_step..steps {
-            let s = step as usize * batch;
-            let b = make_batch(ds, makers, shard.of(&order[s..s + batch]), seed, epoch, step);
+            let b = make_batch(ds, ahead.as_ref(), makers, step_images(step), seed, epoch, step);
             if tx.send(b).is_err() {
                 return;
             }
