@@ -237,11 +237,15 @@ def mocov3_loss(q, k, t):
 def main():
     a = arguments(10, **{
         "--method": dict(required=True, choices=sorted(METHODS)),
+        "--lr": dict(type=float, default=None,
+                     help="the learning rate per 256 images instead of the method's (METHODS above)"),
         "--moco-bank": dict(default="lightly", choices=["lightly", "pre-step"],
                             help="MoCo's negatives: lightly's NTXentLoss as it is (the second term sees this "
                                  "step's first keys), or the bank from before the step for both terms"),
     })
-    spec = METHODS[a.method]
+    spec = dict(METHODS[a.method])
+    if a.lr is not None:
+        spec["lr"] = a.lr
     train_all, subset, test = setup(a)
     loader = torch.utils.data.DataLoader(Pairs(subset, spec.get("scale", (0.08, 1.0))), batch_size=a.batch,
                                          shuffle=True, drop_last=True, num_workers=a.workers,

@@ -307,30 +307,6 @@ mod tests {
         out
     }
 
-    /// A region in fractional pixels (a crop box carried onto a reduced-scale decode) is
-    /// resampled as the reference filter says: centres offset by the fraction, taps clamped to
-    /// the pixels it touches.
-    #[test]
-    fn fractional_regions_match_naive_reference() {
-        let (sw, sh) = (61u32, 47u32);
-        let src = gradient(sw, sh);
-        let img = ImageRef::new(sw, sh, &src);
-        let mut scratch = ResampleScratch::default();
-        let mut out = RgbF32::default();
-        for (region, ow, oh) in [
-            (Region { left: 2.25, top: 1.5, width: 40.5, height: 30.125 }, 16, 12),
-            (Region { left: 0.125, top: 0.0, width: 60.875, height: 47.0 }, 61, 47),
-            (Region { left: 10.75, top: 20.5, width: 3.5, height: 2.25 }, 9, 7),
-            (CropBox { top: 3, left: 5, height: 10, width: 13 }.scaled(0.25, 0.5), 4, 4),
-        ] {
-            resample_region(img, region, ow, oh, &mut scratch, &mut out);
-            let want = reference(&src, sw, region, ow, oh);
-            for (i, (&g, &w)) in out.to_interleaved().iter().zip(&want).enumerate() {
-                assert!((f64::from(g) - w).abs() < 2e-5, "{region:?}->{ow}x{oh} at {i}: {g} vs {w}");
-            }
-        }
-    }
-
     /// A crop box carried onto an exactly halved image (2×2 means) gives nearly the view the
     /// full image gives: the reduced-scale decode's premise, away from the rounding of the means.
     #[test]
@@ -360,6 +336,9 @@ mod tests {
         assert!(worst < 2.0 / 255.0, "largest difference {worst}");
     }
 
+    /// Whole-pixel crop boxes (enlarging and shrinking), and regions in fractional pixels (a
+    /// crop box carried onto a reduced-scale decode: centres offset by the fraction, taps
+    /// clamped to the pixels it touches), against the naive reference.
     #[test]
     fn matches_naive_reference_enlarging_and_shrinking() {
         let (sw, sh) = (61u32, 47u32);
@@ -367,7 +346,7 @@ mod tests {
         let img = ImageRef::new(sw, sh, &src);
         let mut scratch = ResampleScratch::default();
         let mut out = RgbF32::default();
-        for (region, ow, oh) in [
+        let whole = [
             (CropBox { top: 3, left: 5, height: 10, width: 13 }, 32, 32),
             (CropBox { top: 0, left: 0, height: 47, width: 61 }, 9, 7),
             (CropBox { top: 2, left: 1, height: 40, width: 11 }, 24, 5),
@@ -375,9 +354,23 @@ mod tests {
             (CropBox { top: 0, left: 0, height: 47, width: 61 }, 5, 4),
             (CropBox { top: 5, left: 7, height: 30, width: 50 }, 23, 19),
             (CropBox::full(sw, sh), 61, 47),
-        ] {
-            resample(img, region, ow, oh, &mut scratch, &mut out);
-            let want = reference(&src, sw, region.into(), ow, oh);
+        ];
+        let fractional = [
+            (Region { left: 2.25, top: 1.5, width: 40.5, height: 30.125 }, 16, 12),
+            (Region { left: 0.125, top: 0.0, width: 60.875, height: 47.0 }, 61, 47),
+            (Region { left: 10.75, top: 20.5, width: 3.5, height: 2.25 }, 9, 7),
+            (CropBox { top: 3, left: 5, height: 10, width: 13 }.scaled(0.25, 0.5), 4, 4),
+        ];
+        let cases = whole
+            .iter()
+            .map(|&(b, w, h)| (Some(b), b.into(), w, h))
+            .chain(fractional.iter().map(|&(r, w, h)| (None, r, w, h)));
+        for (crop_box, region, ow, oh) in cases {
+            match crop_box {
+                Some(b) => resample(img, b, ow, oh, &mut scratch, &mut out),
+                None => resample_region(img, region, ow, oh, &mut scratch, &mut out),
+            }
+            let want = reference(&src, sw, region, ow, oh);
             for (i, (&g, &w)) in out.to_interleaved().iter().zip(&want).enumerate() {
                 assert!((f64::from(g) - w).abs() < 2e-5, "{region:?}->{ow}x{oh} at {i}: {g} vs {w}");
             }
