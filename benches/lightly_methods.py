@@ -64,7 +64,7 @@ METHODS = {
     "byol": dict(lr=0.12, wd=5e-4, momentum=0.99),         # lightly's loss at lightly's lr and decay
     "simsiam": dict(lr=0.06, wd=5e-4, scaled=False, scale=(0.2, 1.0)),
     "barlowtwins": dict(lr=0.12, wd=5e-4),
-    "vicreg": dict(lr=0.03, wd=5e-4),
+    "vicreg": dict(lr=0.01, wd=5e-4),                      # its loss went NaN at 0.03 (5 epochs)
     "nnclr": dict(lr=0.12, wd=5e-4),
     "dino": dict(lr=0.12, wd=5e-4, momentum=0.99, scale=(0.4, 1.0)),
 }

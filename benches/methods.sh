@@ -8,7 +8,8 @@
 #
 # Usage: benches/methods.sh EPOCHS OUT [METHOD ...]      (default: all nine)
 #   env SELFSUP (the binary), TRAIN, TEST (CIFAR-10 JPEG folders), SEED (selfsup's seed and
-#   lightly_methods.py's, default 0)
+#   lightly_methods.py's, default 0), LIGHTLY_ARGS (more options for lightly_methods.py, e.g.
+#   "--lr 0.01")
 # Not part of the tests (CI has no lightly).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +34,7 @@ for m in "${METHODS[@]}"; do
   "$SELFSUP" knn --model "$OUT/$m" --train "$TRAIN" --test "$TEST" --k 200 --t 0.1 -q >"$OUT/$m.knn"
   echo "== $m: lightly ($(date +%T))" >&2
   python3 benches/lightly_methods.py --method "$m" --train "$TRAIN" --test "$TEST" --epochs "$EPOCHS" \
-    --seed "$SEED" >"$OUT/$m.lightly"
+    --seed "$SEED" ${LIGHTLY_ARGS:-} >"$OUT/$m.lightly"
 done
 python3 - "$OUT" "${METHODS[@]}" <<'EOF'
 import json, re, statistics, sys
