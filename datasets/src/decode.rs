@@ -227,6 +227,10 @@ pub fn decode_bytes_planned(
             let fy = f64::from(h) / (f64::from(th) * f64::from(r));
             return Ok((img, [fx, fy]));
         }
+        // The full-scale decode of the headers just read: the reference image itself.
+        if let Some(img) = full_jpeg(bytes, &header, opts) {
+            return Ok((img, [1.0, 1.0]));
+        }
     }
     let img = decode_bytes(bytes, opts)?;
     plan(img.width, img.height);
@@ -240,8 +244,8 @@ fn decode_in_memory(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage8, Str
     if let Some(header) = jpeg::header(bytes) {
         let (w, h) = header.oriented();
         check_pixels(w, h, opts)?;
-        if let Some(img) = jpeg::decode(bytes, &header, 1) {
-            return Ok(shrink_to_load_size(img, opts.load_size));
+        if let Some(img) = full_jpeg(bytes, &header, opts) {
+            return Ok(img);
         }
     }
     let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
@@ -268,6 +272,12 @@ fn decode_in_memory(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage8, Str
     let rgb = img.to_rgb8();
     let (width, height) = rgb.dimensions();
     Ok(shrink_to_load_size(RgbImage8 { width, height, pixels: rgb.into_raw() }, opts.load_size))
+}
+
+/// A JPEG whose headers libjpeg-turbo read (and whose size was checked), decoded at full scale
+/// and shrunk to `load_size`; `None` hands it to the `image` crate.
+fn full_jpeg(bytes: &[u8], header: &jpeg::Header, opts: &DecodeOptions) -> Option<RgbImage8> {
+    jpeg::decode(bytes, header, 1).map(|img| shrink_to_load_size(img, opts.load_size))
 }
 
 /// The `load_size` shrink (antialiased), when the image is larger.
