@@ -49,6 +49,28 @@ fn channel_sums<const K: usize>(s: &BnShape, f: impl Fn(usize, usize, usize) -> 
     total
 }
 
+/// Per-channel sums of `f(image, channel)` for rows (`spatial == 1`: `[n, c]`, the layout of a
+/// projection head's batch norm): blocks of channels in parallel, each block reading its slice
+/// of every row, each channel's terms added in image order, so the result is the same whatever
+/// the thread count. (Through [`channel_sums`] such a tensor cost one call per element and one
+/// allocation per image: 9.4 ms for the forward of a `[256, 4096]` batch norm + ReLU with
+/// autodiff, against this path's figure in BENCHMARKS.md "Methods".)
+fn row_sums<const K: usize>(s: &BnShape, f: impl Fn(usize, usize) -> [f64; K] + Sync) -> Vec<[f64; K]> {
+    const BLOCK: usize = 128;
+    let mut total = vec![[0.0f64; K]; s.c];
+    total.par_chunks_mut(BLOCK).enumerate().for_each(|(b, block)| {
+        for img in 0..s.n {
+            for (j, acc) in block.iter_mut().enumerate() {
+                let v = f(img, b * BLOCK + j);
+                for k in 0..K {
+                    acc[k] += v[k];
+                }
+            }
+        }
+    });
+    total
+}
+
 /// Sum and sum of squares of `row − shift`, in f32 lanes then f64.
 #[multiversion(targets("x86_64+avx+avx2+fma", "x86_64+sse4.1"))]
 fn sum_sq(row: &[f32], shift: f32) -> [f64; 2] {
@@ -81,6 +103,22 @@ fn scale_shift(dst: &mut [MaybeUninit<f32>], src: &[f32], mu: f32, a: f32, b: f3
         });
     } else {
         dst.iter_mut().zip(src).for_each(|(d, &v)| {
+            d.write((v - mu) * a + b);
+        });
+    }
+}
+
+/// One row of `[n, c]` (`spatial == 1`): `dst_c = (src_c − mu_c)·a_c + b_c`, then `max(0, ·)`
+/// when `relu`; writes every element of `dst`.
+#[multiversion(targets("x86_64+avx+avx2+fma", "x86_64+sse4.1"))]
+fn scale_shift_row(dst: &mut [MaybeUninit<f32>], src: &[f32], mu: &[f32], a: &[f32], b: &[f32], relu: bool) {
+    let lanes = dst.iter_mut().zip(src).zip(mu).zip(a).zip(b);
+    if relu {
+        lanes.for_each(|((((d, &v), &mu), &a), &b)| {
+            d.write(((v - mu) * a + b).max(0.0));
+        });
+    } else {
+        lanes.for_each(|((((d, &v), &mu), &a), &b)| {
             d.write((v - mu) * a + b);
         });
     }
@@ -135,9 +173,41 @@ fn input_grad_row(
     }
 }
 
+/// One row of `[n, c]` (`spatial == 1`): `dx_c = k_c·(g_c − mg_c − x̂_c·mgx_c)`; writes every
+/// element of `dst`.
+#[allow(clippy::too_many_arguments)]
+#[multiversion(targets("x86_64+avx+avx2+fma", "x86_64+sse4.1"))]
+fn input_grad_of_row(
+    dst: &mut [MaybeUninit<f32>],
+    (xs, ys, ds): (&[f32], &[f32], &[f32]),
+    mu: &[f32],
+    is: &[f32],
+    k: &[f32],
+    mg: &[f32],
+    mgx: &[f32],
+    relu: bool,
+) {
+    for c in 0..dst.len() {
+        let g = masked(ds[c], ys[c], relu);
+        dst[c].write(k[c] * (g - mg[c] - (xs[c] - mu[c]) * is[c] * mgx[c]));
+    }
+}
+
 /// Sums per-channel statistics over the ranks of a synchronized batch norm
 /// ([`crate::dist::sync_bn`]): `None` normalizes over this process's images alone.
 pub type Reduce<'a> = Option<&'a dyn Fn(&mut [f64])>;
+
+/// Per-channel `[Σ(x − K_c), Σ(x − K_c)²]`.
+fn shifted_sums(x: &[f32], s: &BnShape, shift: &[f32]) -> Vec<[f64; 2]> {
+    if s.spatial == 1 {
+        row_sums::<2>(s, |img, ch| {
+            let v = f64::from(x[img * s.c + ch] - shift[ch]);
+            [v, v * v]
+        })
+    } else {
+        channel_sums::<2>(s, |_, ch, off| sum_sq(&x[off..off + s.spatial], shift[ch]))
+    }
+}
 
 /// Per-channel `(mean, biased variance)` of `x`, over the images of every rank when `reduce`
 /// is given: the sums of `x − K_c` and their squares with a shift `K_c` all ranks share — the
@@ -147,14 +217,14 @@ fn statistics(x: &[f32], s: &BnShape, reduce: Reduce) -> (Vec<f32>, Vec<f64>) {
     let shift: Vec<f32> = match reduce {
         None => (0..s.c).map(|ch| x.get(ch * s.spatial).copied().unwrap_or(0.0)).collect(),
         Some(reduce) => {
-            let sums = channel_sums::<2>(s, |_, _, off| sum_sq(&x[off..off + s.spatial], 0.0));
+            let sums = shifted_sums(x, s, &vec![0.0; s.c]);
             let mut buf: Vec<f64> = sums.iter().map(|v| v[0]).chain([s.m()]).collect();
             reduce(&mut buf);
             let m = buf[s.c].max(1.0);
             buf[..s.c].iter().map(|v| (v / m) as f32).collect()
         }
     };
-    let sums = channel_sums::<2>(s, |_, ch, off| sum_sq(&x[off..off + s.spatial], shift[ch]));
+    let sums = shifted_sums(x, s, &shift);
     let mut buf: Vec<f64> = sums.iter().flat_map(|v| *v).chain([s.m()]).collect();
     if let Some(reduce) = reduce {
         reduce(&mut buf);
@@ -179,6 +249,13 @@ pub fn forward(
     let (mean, var) = statistics(x, s, reduce);
     let a: Vec<f32> = (0..s.c).map(|ch| (f64::from(gamma[ch]) / (var[ch] + eps).sqrt()) as f32).collect();
     let y = filled(x.len(), |y| {
+        if s.spatial == 1 {
+            let beta = &beta[..s.c];
+            y.par_chunks_mut(s.c).zip(x.par_chunks(s.c)).for_each(|(yi, xi)| {
+                scale_shift_row(yi, xi, &mean, &a, beta, relu);
+            });
+            return;
+        }
         y.par_chunks_mut(s.c * s.spatial).zip(x.par_chunks(s.c * s.spatial)).for_each(|(yi, xi)| {
             for ch in 0..s.c {
                 let range = ch * s.spatial..(ch + 1) * s.spatial;
@@ -206,10 +283,18 @@ pub fn backward(
     reduce: Reduce,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let invstd: Vec<f32> = var.iter().map(|&v| (1.0 / (f64::from(v) + eps).sqrt()) as f32).collect();
-    let sums = channel_sums::<2>(s, |_, ch, off| {
-        let r = off..off + s.spatial;
-        grad_sums(&x[r.clone()], &y[r.clone()], &dy[r], mean[ch], invstd[ch], relu)
-    });
+    let sums = if s.spatial == 1 {
+        row_sums::<2>(s, |img, ch| {
+            let i = img * s.c + ch;
+            let g = masked(dy[i], y[i], relu);
+            [f64::from(g), f64::from(g * (x[i] - mean[ch]) * invstd[ch])]
+        })
+    } else {
+        channel_sums::<2>(s, |_, ch, off| {
+            let r = off..off + s.spatial;
+            grad_sums(&x[r.clone()], &y[r.clone()], &dy[r], mean[ch], invstd[ch], relu)
+        })
+    };
     let dbeta: Vec<f32> = sums.iter().map(|v| v[0] as f32).collect();
     let dgamma: Vec<f32> = sums.iter().map(|v| v[1] as f32).collect();
     let (sums, m) = match reduce {
@@ -221,6 +306,19 @@ pub fn backward(
         }
     };
     let block = s.c * s.spatial;
+    if s.spatial == 1 {
+        let k: Vec<f32> = (0..s.c).map(|ch| gamma[ch] * invstd[ch]).collect();
+        let mg: Vec<f32> = sums.iter().map(|v| (v[0] / m) as f32).collect();
+        let mgx: Vec<f32> = sums.iter().map(|v| (v[1] / m) as f32).collect();
+        let dx = filled(x.len(), |dx| {
+            dx.par_chunks_mut(block).enumerate().for_each(|(img, dxi)| {
+                let r = img * block..(img + 1) * block;
+                let rows = (&x[r.clone()], &y[r.clone()], &dy[r]);
+                input_grad_of_row(dxi, rows, mean, &invstd, &k, &mg, &mgx, relu);
+            });
+        });
+        return (dx, dgamma, dbeta);
+    }
     let dx = filled(x.len(), |dx| {
         dx.par_chunks_mut(block).enumerate().for_each(|(img, dxi)| {
             for ch in 0..s.c {
@@ -276,7 +374,12 @@ mod tests {
     /// `Σx² − (Σx)²` variance in f32 would be noise): statistics and outputs against f64.
     #[test]
     fn large_mean_small_spread_keeps_precision() {
-        let s = BnShape { n: 12, c: 3, spatial: 9 };
+        for s in [BnShape { n: 12, c: 3, spatial: 9 }, BnShape { n: 108, c: 3, spatial: 1 }] {
+            large_mean_small_spread_keeps_precision_of(s);
+        }
+    }
+
+    fn large_mean_small_spread_keeps_precision_of(s: BnShape) {
         let len = s.n * s.c * s.spatial;
         let x: Vec<f32> = data(len, 7).iter().map(|u| 300.0 + 0.03 * u).collect();
         let (gamma, beta) = (vec![1.0f32; s.c], vec![0.0f32; s.c]);
@@ -301,6 +404,9 @@ mod tests {
             (BnShape { n: 3, c: 4, spatial: 10 }, true),
             (BnShape { n: 5, c: 2, spatial: 17 }, false),
             (BnShape { n: 1, c: 3, spatial: 9 }, true),
+            // Rows (a projection head's [n, c]), over more than one block of channels.
+            (BnShape { n: 6, c: 150, spatial: 1 }, true),
+            (BnShape { n: 4, c: 131, spatial: 1 }, false),
         ] {
             let len = s.n * s.c * s.spatial;
             let x = data(len, 1);
@@ -362,7 +468,12 @@ mod tests {
     /// the whole batch's (which the test above holds to naive f64 and finite differences).
     #[test]
     fn synchronized_halves_equal_the_whole_batch() {
-        let s = BnShape { n: 6, c: 3, spatial: 10 };
+        for s in [BnShape { n: 6, c: 3, spatial: 10 }, BnShape { n: 6, c: 140, spatial: 1 }] {
+            synchronized_halves_equal_the_whole_batch_of(s);
+        }
+    }
+
+    fn synchronized_halves_equal_the_whole_batch_of(s: BnShape) {
         let half = BnShape { n: 3, ..s };
         let len = s.n * s.c * s.spatial;
         let x: Vec<f32> = data(len, 11).iter().map(|v| 2.0 + v).collect();
