@@ -54,7 +54,7 @@ pub fn mocov3(q: Tensor<2>, k: Tensor<2>, t: f64) -> LossOutput {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::loss::nt_xent::tests::{random_rows, tensor, unit_rows};
 
@@ -63,7 +63,7 @@ mod tests {
     }
 
     /// Naive f64 MoCo: per query, log-sum-exp over the positive and the queue.
-    fn naive_moco(q: &[Vec<f64>], k: &[Vec<f64>], queue: &[Vec<f64>], t: f64) -> f64 {
+    pub(crate) fn naive_moco(q: &[Vec<f64>], k: &[Vec<f64>], queue: &[Vec<f64>], t: f64) -> f64 {
         let (q, k, queue) = (unit_rows(q), unit_rows(k), unit_rows(queue));
         let mut total = 0.0;
         for i in 0..q.len() {

@@ -77,7 +77,7 @@ impl MethodKind {
         use MethodKind::*;
         match self {
             Simclr => &[],
-            Moco => &["momentum", "momentum_schedule", "queue_size", "symmetric", "shuffle_bn_splits"],
+            Moco => &["momentum", "momentum_schedule", "queue_size", "symmetric", "queue_update", "shuffle_bn_splits"],
             Mocov3 | Byol => &["momentum", "momentum_schedule", "predictor"],
             Simsiam => &["stop_gradient", "predictor"],
             Barlowtwins => &["lambda"],
@@ -166,6 +166,21 @@ pub enum MomentumSchedule {
     Constant,
 }
 
+/// moco: when a step's keys enter the queue, as the symmetric loss's second term sees it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueUpdate {
+    /// After the step: both terms' negatives are the queue as it was before the step (MoCo's
+    /// paper and its code, solo-learn).
+    #[default]
+    AfterStep,
+    /// Between the terms: the second term, `(q₂, k₁)`, sees the queue after the first term's keys
+    /// `k₂` were pushed, the key of its own crop among them (lightly 1.6's `NTXentLoss` memory
+    /// bank, which pushes at each call; worth +3.0 points of k-NN at 5 epochs in BENCHMARKS.md
+    /// "Methods"). The queue ends the step the same either way.
+    BetweenTerms,
+}
+
 /// The `[method]` section. Only the keys of the chosen kind are written to (and read from) a
 /// configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -179,6 +194,9 @@ pub struct MethodConfig {
     pub queue_size: usize,
     /// moco: the loss of both view orders (each view's query against the other's key).
     pub symmetric: bool,
+    /// moco: whether the second term of the symmetric loss sees the first term's keys in the
+    /// queue (`"between_terms"`, lightly's) or not (`"after_step"`, the paper's).
+    pub queue_update: QueueUpdate,
     /// moco: shuffling batch norm — each rank's batch (each micro-batch) normalized in this many
     /// groups, the keys' after a shuffle (1: off; needs `model.sync_batch_norm = false`).
     pub shuffle_bn_splits: usize,
@@ -216,6 +234,7 @@ impl Default for MethodConfig {
             momentum_schedule: MomentumSchedule::Cosine,
             queue_size: 4096,
             symmetric: true,
+            queue_update: QueueUpdate::AfterStep,
             shuffle_bn_splits: 8,
             stop_gradient: true,
             lambda: 5e-3,
@@ -361,6 +380,13 @@ impl MethodConfig {
         }
         if uses("queue_size") && self.queue_size == 0 {
             bad("queue_size", &self.queue_size, "at least 1 embedding")?;
+        }
+        if uses("queue_update") && self.queue_update == QueueUpdate::BetweenTerms && !self.symmetric {
+            bad(
+                "queue_update",
+                &"\"between_terms\"",
+                "needs method.symmetric = true (one term has no second term to see the first's keys)",
+            )?;
         }
         if uses("shuffle_bn_splits") && self.shuffle_bn_splits == 0 {
             bad("shuffle_bn_splits", &self.shuffle_bn_splits, "at least 1 (1: off)")?;

@@ -7,7 +7,7 @@
 
 use burn::prelude::*;
 
-use super::{MethodKind, MethodState};
+use super::{MethodKind, MethodState, QueueUpdate};
 use crate::config::Config;
 use crate::loss::{
     LossKind, LossOutput, barlow_twins::barlow_twins, cosine, dcl::dcl, debiased::debiased, dino, info_nce,
@@ -94,12 +94,24 @@ pub fn loss(cfg: &Config, state: &MethodState, rows: Rows<'_>, epoch: u64) -> Me
     let out = match m.kind {
         MethodKind::Simclr => simclr(cfg, student.clone(), n, views, labels),
         MethodKind::Moco => {
-            let queue = state.queue.as_ref().expect("moco has a queue").keys();
-            let queue = if device.is_autodiff() { queue.autodiff() } else { queue };
+            let state_queue = state.queue.as_ref().expect("moco has a queue");
+            let on_device = |keys: Tensor<2>| if device.is_autodiff() { keys.autodiff() } else { keys };
+            let queue = on_device(state_queue.keys());
             let (q, k) = (student.clone(), teacher());
             let t = cfg.loss.temperature;
             let forward = info_nce::moco(view(&q, 0), view(&k, 1), queue.clone(), t);
             let (out, pushed) = if m.symmetric {
+                // The second term's negatives: the queue before the step, or (lightly's memory
+                // bank) the queue that has already received the first term's keys. Either way
+                // the queue ends the step with both views' keys, the first term's pushed first.
+                let queue = match m.queue_update {
+                    QueueUpdate::AfterStep => queue,
+                    QueueUpdate::BetweenTerms => {
+                        let mut between = state_queue.clone();
+                        between.push(view(&k, 1).detach(), &labels_of(n));
+                        on_device(between.keys())
+                    }
+                };
                 let backward = info_nce::moco(view(&q, 1), view(&k, 0), queue, t);
                 (mean_of(forward, backward), Tensor::cat(vec![view(&k, 1), view(&k, 0)], 0))
             } else {
@@ -164,4 +176,73 @@ pub fn loss(cfg: &Config, state: &MethodState, rows: Rows<'_>, epoch: u64) -> Me
         }
     };
     MethodLoss { out, effects }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loss::info_nce::tests::naive_moco;
+    use crate::loss::nt_xent::tests::{random_rows, tensor};
+    use crate::method::queue::Queue;
+
+    fn rows_of(t: &Tensor<2>) -> Vec<Vec<f64>> {
+        let [_, d] = t.dims();
+        let v = t.clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        v.chunks(d).map(|r| r.iter().map(|&x| f64::from(x)).collect()).collect()
+    }
+
+    /// MoCo's symmetric loss with the queue updated after the step is the mean of the naive f64
+    /// InfoNCE of (q₁, k₂) and (q₂, k₁), both against the queue as it was; between the terms
+    /// (lightly's bank), the second term's queue has k₂ written at the write position (wrapping
+    /// round the end here), computed directly. Both leave the same rows to enqueue, k₂ then k₁.
+    #[test]
+    fn moco_queue_update_between_terms_shows_the_second_term_the_first_terms_keys() {
+        let (n, d, cap, next, t) = (4, 6, 10, 8, 0.2);
+        let device = Device::flex();
+        let mut cfg = Config::default();
+        cfg.method = crate::method::MethodConfig::preset(MethodKind::Moco);
+        cfg.model.head.out_dim = d;
+        cfg.loss.temperature = t;
+        let (q, k) = (random_rows(2 * n, d, 1), random_rows(2 * n, d, 2));
+        let start = Queue::random(cap, d, 3, &device);
+        let queue_rows = rows_of(start.parts().0);
+        let queue = Queue::from_parts(start.parts().0.clone(), vec![super::super::queue::UNKNOWN; cap], next).unwrap();
+        let state = MethodState { teacher: None, queue: Some(queue), center: None };
+        let (q1, q2, k1, k2) = (&q[..n], &q[n..], &k[..n], &k[n..]);
+        let mut pushed = queue_rows.clone();
+        for (i, row) in k2.iter().enumerate() {
+            pushed[(next + i) % cap] = row.clone();
+        }
+        for (update, second_queue) in [(QueueUpdate::AfterStep, &queue_rows), (QueueUpdate::BetweenTerms, &pushed)] {
+            cfg.method.queue_update = update;
+            let rows =
+                Rows { student: tensor(&q, &device), teacher: Some(tensor(&k, &device)), n, views: 2, labels: None };
+            let got = loss(&cfg, &state, rows, 0);
+            let got_loss = f64::from(got.out.loss.into_scalar::<f32>());
+            let want = 0.5 * (naive_moco(q1, k2, &queue_rows, t) + naive_moco(q2, k1, second_queue, t));
+            assert!((got_loss - want).abs() < 1e-4 * want.abs(), "{update:?}: {got_loss} vs {want}");
+            let (enqueued, _) = got.effects.enqueue.expect("moco enqueues its keys");
+            let want_rows: Vec<Vec<f64>> = k2.iter().chain(k1).cloned().collect();
+            let got_rows = rows_of(&enqueued);
+            assert!(
+                got_rows.iter().flatten().zip(want_rows.iter().flatten()).all(|(a, b)| (a - b).abs() < 1e-6),
+                "{update:?}: the enqueued rows"
+            );
+        }
+        // The two differ (the test can tell them apart).
+        let a = 0.5 * (naive_moco(q1, k2, &queue_rows, t) + naive_moco(q2, k1, &queue_rows, t));
+        let b = 0.5 * (naive_moco(q1, k2, &queue_rows, t) + naive_moco(q2, k1, &pushed, t));
+        assert!((a - b).abs() > 1e-3, "{a} vs {b}");
+    }
+
+    /// `between_terms` needs the symmetric loss.
+    #[test]
+    fn queue_update_between_terms_without_the_symmetric_loss_is_refused() {
+        let mut m = crate::method::MethodConfig::preset(MethodKind::Moco);
+        m.queue_update = QueueUpdate::BetweenTerms;
+        m.validate().unwrap();
+        m.symmetric = false;
+        let e = m.validate().unwrap_err().to_string();
+        assert!(e.contains("method.queue_update") && e.contains("method.symmetric = true"), "{e}");
+    }
 }
