@@ -111,7 +111,7 @@ fn scale_shift(dst: &mut [MaybeUninit<f32>], src: &[f32], mu: f32, a: f32, b: f3
 /// One row of `[n, c]` (`spatial == 1`): `dst_c = (src_c − mu_c)·a_c + b_c`, then `max(0, ·)`
 /// when `relu`; writes every element of `dst`.
 #[multiversion(targets("x86_64+avx+avx2+fma", "x86_64+sse4.1"))]
-fn scale_shift_row(dst: &mut [MaybeUninit<f32>], src: &[f32], mu: &[f32], a: &[f32], b: &[f32], relu: bool) {
+fn row_scale_shift(dst: &mut [MaybeUninit<f32>], src: &[f32], mu: &[f32], a: &[f32], b: &[f32], relu: bool) {
     let lanes = dst.iter_mut().zip(src).zip(mu).zip(a).zip(b);
     if relu {
         lanes.for_each(|((((d, &v), &mu), &a), &b)| {
@@ -177,7 +177,7 @@ fn input_grad_row(
 /// element of `dst`.
 #[allow(clippy::too_many_arguments)]
 #[multiversion(targets("x86_64+avx+avx2+fma", "x86_64+sse4.1"))]
-fn input_grad_of_row(
+fn row_input_grad(
     dst: &mut [MaybeUninit<f32>],
     (xs, ys, ds): (&[f32], &[f32], &[f32]),
     mu: &[f32],
@@ -252,7 +252,7 @@ pub fn forward(
         if s.spatial == 1 {
             let beta = &beta[..s.c];
             y.par_chunks_mut(s.c).zip(x.par_chunks(s.c)).for_each(|(yi, xi)| {
-                scale_shift_row(yi, xi, &mean, &a, beta, relu);
+                row_scale_shift(yi, xi, &mean, &a, beta, relu);
             });
             return;
         }
@@ -314,7 +314,7 @@ pub fn backward(
             dx.par_chunks_mut(block).enumerate().for_each(|(img, dxi)| {
                 let r = img * block..(img + 1) * block;
                 let rows = (&x[r.clone()], &y[r.clone()], &dy[r]);
-                input_grad_of_row(dxi, rows, mean, &invstd, &k, &mg, &mgx, relu);
+                row_input_grad(dxi, rows, mean, &invstd, &k, &mg, &mgx, relu);
             });
         });
         return (dx, dgamma, dbeta);

@@ -176,8 +176,8 @@ pub enum QueueUpdate {
     AfterStep,
     /// Between the terms: the second term, `(q₂, k₁)`, sees the queue after the first term's keys
     /// `k₂` were pushed, the key of its own crop among them (lightly 1.6's `NTXentLoss` memory
-    /// bank, which pushes at each call; worth +3.0 points of k-NN at 5 epochs in BENCHMARKS.md
-    /// "Methods"). The queue ends the step the same either way.
+    /// bank, which pushes at each call; worth +3.5 points of k-NN at 5 epochs, seed 0, in
+    /// BENCHMARKS.md "Methods"). The queue ends the step the same either way.
     BetweenTerms,
 }
 

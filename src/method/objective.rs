@@ -68,6 +68,12 @@ pub fn simclr(cfg: &Config, z: Tensor<2>, n: usize, views: usize, labels: Option
     }
 }
 
+/// `x` (the teacher's rows or the method's state, without autodiff) as a constant of the
+/// student's graph on `device`: lifted onto autodiff when the student trains with it.
+fn constant<const D: usize>(x: Tensor<D>, device: &Device) -> Tensor<D> {
+    if device.is_autodiff() { x.autodiff() } else { x }
+}
+
 /// The mean of two losses (and of their statistics).
 fn mean_of(a: LossOutput, b: LossOutput) -> LossOutput {
     let half = |x: Tensor<1>, y: Tensor<1>| (x + y).mul_scalar(0.5);
@@ -81,7 +87,7 @@ pub fn loss(cfg: &Config, state: &MethodState, rows: Rows<'_>, epoch: u64) -> Me
     let d = cfg.model.head.out_dim;
     let device = student.device();
     // The teacher's rows and the state are constants of the student's graph.
-    let teacher = teacher.map(|t| if device.is_autodiff() { t.autodiff() } else { t });
+    let teacher = teacher.map(|t| constant(t, &device));
     let teacher = || teacher.clone().expect("the method has a teacher");
     let view = |x: &Tensor<2>, v: usize| x.clone().narrow(0, v * n, n);
     // With a predictor, the student's rows are [z | p].
@@ -95,8 +101,7 @@ pub fn loss(cfg: &Config, state: &MethodState, rows: Rows<'_>, epoch: u64) -> Me
         MethodKind::Simclr => simclr(cfg, student.clone(), n, views, labels),
         MethodKind::Moco => {
             let state_queue = state.queue.as_ref().expect("moco has a queue");
-            let on_device = |keys: Tensor<2>| if device.is_autodiff() { keys.autodiff() } else { keys };
-            let queue = on_device(state_queue.keys());
+            let queue = constant(state_queue.keys(), &device);
             let (q, k) = (student.clone(), teacher());
             let t = cfg.loss.temperature;
             let forward = info_nce::moco(view(&q, 0), view(&k, 1), queue.clone(), t);
@@ -109,7 +114,7 @@ pub fn loss(cfg: &Config, state: &MethodState, rows: Rows<'_>, epoch: u64) -> Me
                     QueueUpdate::BetweenTerms => {
                         let mut between = state_queue.clone();
                         between.push(view(&k, 1).detach(), &labels_of(n));
-                        on_device(between.keys())
+                        constant(between.keys(), &device)
                     }
                 };
                 let backward = info_nce::moco(view(&q, 1), view(&k, 0), queue, t);
@@ -150,7 +155,7 @@ pub fn loss(cfg: &Config, state: &MethodState, rows: Rows<'_>, epoch: u64) -> Me
                         agree += usize::from(theirs == mine);
                     }
                 }
-                if device.is_autodiff() { rows.autodiff() } else { rows }
+                constant(rows, &device)
             };
             let (nn1, nn2) = (neighbours(0), neighbours(1));
             if labels.is_some() {
@@ -163,7 +168,7 @@ pub fn loss(cfg: &Config, state: &MethodState, rows: Rows<'_>, epoch: u64) -> Me
         }
         MethodKind::Dino => {
             let center = state.center.clone().expect("dino has a centre");
-            let center = if device.is_autodiff() { center.autodiff() } else { center };
+            let center = constant(center, &device);
             let tt = dino::teacher_temperature(
                 m.warmup_teacher_temperature,
                 m.teacher_temperature,
