@@ -25,6 +25,7 @@ use burn_ndarray::NdArrayTensor;
 
 use super::batch_norm::{self, BnShape};
 use super::conv::{self, ConvGeometry};
+use super::gelu as gelu_kernel;
 
 /// The project's own CPU operations.
 #[backend_extension(Flex, NdArray, Autodiff)]
@@ -72,6 +73,10 @@ pub trait CpuKernels: Backend {
         relu: bool,
         sync: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// The exact GELU, `x·Φ(x)`, elementwise.
+    fn fast_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// The input gradient of [`fast_gelu`](Self::fast_gelu) at `x` for the output gradient `grad`.
+    fn fast_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// The CPU backends' tensors as the kernels see them: contiguous f32 values and a shape.
@@ -205,8 +210,16 @@ fn bn_backward<T: CpuTensor>(
     (T::from_values(dx, &x.dims()), T::from_values(dg, &[s.c]), T::from_values(db, &[s.c]))
 }
 
-/// Implements the extension for a CPU backend through the functions above; a convolution on
-/// non-f32 tensors falls back to the backend's own.
+fn gelu_forward<T: CpuTensor>(x: T) -> T {
+    T::from_values(gelu_kernel::forward(&x.values()), &x.dims())
+}
+
+fn gelu_backward<T: CpuTensor>(x: T, grad: T) -> T {
+    T::from_values(gelu_kernel::backward(&x.values(), &grad.values()), &x.dims())
+}
+
+/// Implements the extension for a CPU backend through the functions above; a convolution or
+/// GELU on non-f32 tensors falls back to the backend's own.
 macro_rules! cpu_kernels_for {
     ($backend:ty, $tensor:ty) => {
         impl CpuKernels for $backend {
@@ -259,6 +272,18 @@ macro_rules! cpu_kernels_for {
             ) -> ($tensor, $tensor, $tensor) {
                 bn_backward(x, y, grad, gamma, mean, var, eps, relu, sync)
             }
+            fn fast_gelu(x: $tensor) -> $tensor {
+                if !x.is_f32() {
+                    return <$backend as burn::backend::ops::ActivationOps<$backend>>::gelu(x);
+                }
+                gelu_forward(x)
+            }
+            fn fast_gelu_backward(x: $tensor, grad: $tensor) -> $tensor {
+                if !x.is_f32() || !grad.is_f32() {
+                    return <$backend as burn::backend::ops::ActivationOps<$backend>>::gelu_backward(x, grad);
+                }
+                gelu_backward(x, grad)
+            }
         }
     };
 }
@@ -288,6 +313,23 @@ impl<B: CpuKernels> Backward<B, 3> for FastBatchNormBackward {
         }
         if let Some(node) = node_beta {
             grads.register::<B>(node.id, dbeta);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct FastGeluBackward;
+
+impl<B: CpuKernels> Backward<B, 1> for FastGeluBackward {
+    /// The input (checkpointed).
+    type State = NodeId;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(ops.state);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::fast_gelu_backward(x, grad));
         }
     }
 }
@@ -385,8 +427,22 @@ impl<B: CpuKernels, C: CheckpointStrategy> CpuKernels for Autodiff<B, C> {
         }
     }
 
+    fn fast_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match FastGeluBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                prep.finish(x_state, B::fast_gelu(x.into_primitive()))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fast_gelu(x.into_primitive())),
+        }
+    }
+
     // The gradient kernels are only called inside backward passes, on the inner backend; on an
     // autodiff tensor they compute without recording anything.
+    fn fast_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        <FloatTensor<Self>>::new(B::fast_gelu_backward(x.into_primitive(), grad.into_primitive()))
+    }
+
     fn fast_conv2d_input_grad(
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
@@ -443,6 +499,15 @@ pub fn conv2d(x: burn::Tensor<4>, weight: burn::Tensor<4>, stride: usize, pad: u
         ))
     } else {
         burn::tensor::module::conv2d(x, weight, None, options(stride, pad))
+    }
+}
+
+/// The exact GELU: the project's kernel on flex and ndarray, burn's `gelu` elsewhere.
+pub fn gelu<const D: usize>(x: burn::Tensor<D>) -> burn::Tensor<D> {
+    if is_cpu(&x.device()) && super::enabled() {
+        burn::Tensor::from_dispatch(<Dispatch as CpuKernels>::fast_gelu(x.into_dispatch()))
+    } else {
+        burn::tensor::activation::gelu(x)
     }
 }
 
@@ -599,6 +664,44 @@ mod tests {
                         (u - v).abs() <= 1e-4 * scale,
                         "{name} {:?} at {i}: {u} vs {v}",
                         (n, c_in, h, w, c_out, k, stride, pad)
+                    );
+                }
+            }
+        }
+    }
+
+    /// `gelu` (the kernel, with autodiff) on flex and ndarray against the exact GELU in f64:
+    /// output and input gradient, on a non-contiguous (transposed) input too. (Not against
+    /// burn's own on ndarray: its gradient is the tanh approximation's, 0.4 % off at x = −1.)
+    #[test]
+    fn gelu_output_and_gradient_match_f64() {
+        use super::super::gelu::tests::{gelu_f64, gelu_grad_f64};
+        for device in cpu_devices() {
+            device.seed(5);
+            let x0 = Tensor::<2>::random([37, 300], Distribution::Normal(0.0, 2.0), &device);
+            for transposed in [false, true] {
+                let x = x0.clone().detach().require_grad();
+                let input = if transposed { x.clone().transpose() } else { x.clone() };
+                let y = gelu(input);
+                let r = y.clone().detach().mul_scalar(0.3).add_scalar(0.7);
+                let grads = (y.clone() * r.clone()).sum().backward();
+                let v = |t: Tensor<2>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+                let xs = v(if transposed { x0.clone().inner().transpose() } else { x0.clone().inner() });
+                let (ys, rs) = (v(y.inner()), v(r.inner()));
+                let dx = v(if transposed { x.grad(&grads).unwrap().transpose() } else { x.grad(&grads).unwrap() });
+                for i in 0..xs.len() {
+                    let (x, r) = (f64::from(xs[i]), f64::from(rs[i]));
+                    let (want_y, want_dx) = (gelu_f64(x), r * gelu_grad_f64(x));
+                    let (tol_y, tol_dx) = (2.5e-7 * x.abs().max(1.0), 2e-6 * want_dx.abs().max(1.0));
+                    assert!(
+                        (f64::from(ys[i]) - want_y).abs() <= tol_y,
+                        "gelu({x}) {transposed}: {} vs {want_y}",
+                        ys[i]
+                    );
+                    assert!(
+                        (f64::from(dx[i]) - want_dx).abs() <= tol_dx,
+                        "dx at {x} {transposed}: {} vs {want_dx}",
+                        dx[i]
                     );
                 }
             }

@@ -3,7 +3,8 @@
 //! 3.0× faster on flex and 1.2× PyTorch's, ResNet-18 about 1.1× PyTorch's; ndarray ~100×
 //! faster): a 2-D convolution whose forward, input gradient and weight gradient are each
 //! `im2col` + one gemm per chunk of images ([`conv`]), and a training-mode batch norm fused
-//! with the ReLU after it, two passes each way ([`batch_norm`]).
+//! with the ReLU after it, two passes each way ([`batch_norm`]), and the exact GELU of the
+//! heads, vectorized ([`gelu`]).
 //!
 //! They are reached through a burn backend extension ([`extension`]): implemented for `Flex`,
 //! `NdArray` and for `Autodiff` over them, so training records their backward step; every
@@ -13,11 +14,14 @@
 
 pub mod batch_norm;
 pub mod conv;
+pub mod dino_loss;
+pub mod exp;
 pub mod extension;
+pub mod gelu;
 
 use std::mem::MaybeUninit;
 
-pub use extension::{batch_norm, conv2d, forward_conv, is_cpu};
+pub use extension::{batch_norm, conv2d, forward_conv, gelu, is_cpu};
 
 /// A vector of `len` values all written by `fill` (which must write every element): no
 /// zeroing pass first. (Freed buffers are reused, so zeroing would be a full extra pass.)

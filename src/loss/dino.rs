@@ -17,11 +17,29 @@ use super::cosine::cross_view_stats;
 /// small ones) against teacher logits `t` (`[2n, K]`, the global views) with centre `center`
 /// (`[K]`), at temperatures `student_t` and `teacher_t`.
 pub fn dino(s: Tensor<2>, t: Tensor<2>, center: Tensor<1>, n: usize, student_t: f64, teacher_t: f64) -> LossOutput {
+    let loss = if crate::cpu_kernels::is_cpu(&s.device()) && crate::cpu_kernels::enabled() {
+        on_cpu(s.clone(), t.clone(), center, n, student_t, teacher_t)
+    } else {
+        with_tensor_ops(s.clone(), t.clone(), center, n, student_t, teacher_t)
+    };
+    let (pos_sim, neg_sim) = cross_view_stats(s.narrow(0, 0, 2 * n), t, n);
+    LossOutput { loss, pos_sim, neg_sim }
+}
+
+/// The loss through burn's tensor operations (every backend).
+fn with_tensor_ops(
+    s: Tensor<2>,
+    t: Tensor<2>,
+    center: Tensor<1>,
+    n: usize,
+    student_t: f64,
+    teacher_t: f64,
+) -> Tensor<1> {
     let [rows, k] = s.dims();
     let views = rows / n;
-    let targets = softmax((t.clone().detach() - center.reshape([1, k])).div_scalar(teacher_t), 1);
-    let log_p = log_softmax(s.clone().div_scalar(student_t), 1);
-    let mut total = Tensor::<1>::zeros([1], &s.device());
+    let targets = softmax((t.detach() - center.reshape([1, k])).div_scalar(teacher_t), 1);
+    let log_p = log_softmax(s.div_scalar(student_t), 1);
+    let mut total = Tensor::<1>::zeros([1], &log_p.device());
     let mut terms = 0;
     for i in 0..2 {
         let target = targets.clone().narrow(0, i * n, n);
@@ -30,9 +48,30 @@ pub fn dino(s: Tensor<2>, t: Tensor<2>, center: Tensor<1>, n: usize, student_t: 
             terms += 1;
         }
     }
-    let loss = total.div_scalar((terms * n) as f64);
-    let (pos_sim, neg_sim) = cross_view_stats(s.narrow(0, 0, 2 * n), t, n);
-    LossOutput { loss, pos_sim, neg_sim }
+    total.div_scalar((terms * n) as f64)
+}
+
+/// The loss and its gradient from the CPU kernel ([`crate::cpu_kernels::dino_loss`]), joined
+/// to the student's graph as `value + Σ s·G − (Σ s·G)ₛₜₒₚ`: that is `value` exactly, and its
+/// gradient with respect to `s` is the kernel's `G`.
+fn on_cpu(s: Tensor<2>, t: Tensor<2>, center: Tensor<1>, n: usize, student_t: f64, teacher_t: f64) -> Tensor<1> {
+    let [rows, k] = s.dims();
+    let device = s.device();
+    let host = |x: TensorData| x.convert::<f32>().try_into_vec::<f32>().expect("f32 values");
+    let (student, teacher) = (host(s.clone().detach().into_data()), host(t.detach().into_data()));
+    let center = host(center.detach().into_data());
+    let (value, grad) = crate::cpu_kernels::dino_loss::loss_and_grad(&crate::cpu_kernels::dino_loss::DinoLogits {
+        student: &student,
+        teacher: &teacher,
+        center: &center,
+        n,
+        k,
+        student_t: student_t as f32,
+        teacher_t: teacher_t as f32,
+    });
+    let grad = Tensor::<2>::from_data(TensorData::new(grad, [rows, k]), &device);
+    let linear = (s * grad).sum().reshape([1]);
+    linear.clone() - linear.detach() + Tensor::<1>::from_data(TensorData::new(vec![value as f32], [1]), &device)
 }
 
 /// The centre after a step: `m·c + (1 − m)·mean of the teacher's logits` (over both global
@@ -85,12 +124,23 @@ mod tests {
         total / (terms * n) as f64
     }
 
+    /// Both paths: the CPU kernel (flex) and burn's operations (kernels off), with and without
+    /// small views, on logits far from 0 too (the kernel's softmaxes subtract each row's maximum).
     #[test]
     fn matches_naive_f64_with_and_without_small_views() {
+        for kernels in [true, false] {
+            crate::cpu_kernels::with_kernels(kernels, matches_naive_f64);
+        }
+    }
+
+    fn matches_naive_f64() {
         let device = Device::flex();
-        for (n, views, k, seed) in [(3, 2, 5, 1), (4, 4, 16, 2), (8, 2, 64, 3)] {
-            let s = random_rows(views * n, k, seed);
-            let t = random_rows(2 * n, k, seed + 1);
+        for (n, views, k, seed) in [(3, 2, 5, 1), (4, 4, 16, 2), (8, 2, 64, 3), (5, 3, 300, 4)] {
+            let (mut s, mut t) = (random_rows(views * n, k, seed), random_rows(2 * n, k, seed + 1));
+            if seed == 4 {
+                s.iter_mut().flatten().for_each(|v| *v = *v * 3.0 + 20.0);
+                t.iter_mut().flatten().for_each(|v| *v = *v * 3.0 + 40.0);
+            }
             let c: Vec<f64> = random_rows(1, k, seed + 2).remove(0);
             let ct = Tensor::<1>::from_data(TensorData::new(c.iter().map(|&v| v as f32).collect(), [k]), &device);
             let got =
@@ -105,6 +155,12 @@ mod tests {
     /// a student that equals a very sharp teacher's one-hot gives about 0.
     #[test]
     fn closed_forms() {
+        for kernels in [true, false] {
+            crate::cpu_kernels::with_kernels(kernels, closed_forms_hold);
+        }
+    }
+
+    fn closed_forms_hold() {
         let device = Device::flex();
         let (n, k) = (4, 8);
         let zeros = vec![vec![0.0; k]; 2 * n];
@@ -119,6 +175,12 @@ mod tests {
 
     #[test]
     fn student_gradient_matches_finite_differences() {
+        for kernels in [true, false] {
+            crate::cpu_kernels::with_kernels(kernels, gradient_matches_finite_differences);
+        }
+    }
+
+    fn gradient_matches_finite_differences() {
         let (n, views, k, h) = (2, 3, 4, 1e-5);
         let s = random_rows(views * n, k, 5);
         let t = random_rows(2 * n, k, 6);

@@ -102,11 +102,9 @@ impl ProjectionHead {
             match (&h.bn, self.activation) {
                 // The CPU kernels fuse batch norm with the ReLU after it.
                 (Some(bn), Activation::Relu) => crate::cpu_kernels::batch_norm(bn, y, true),
-                (Some(bn), Activation::Gelu) => {
-                    burn::tensor::activation::gelu(crate::cpu_kernels::batch_norm(bn, y, false))
-                }
+                (Some(bn), Activation::Gelu) => crate::cpu_kernels::gelu(crate::cpu_kernels::batch_norm(bn, y, false)),
                 (None, Activation::Relu) => burn::tensor::activation::relu(y),
-                (None, Activation::Gelu) => burn::tensor::activation::gelu(y),
+                (None, Activation::Gelu) => crate::cpu_kernels::gelu(y),
             }
         });
         let y = self.out.forward(x);
