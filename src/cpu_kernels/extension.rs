@@ -487,10 +487,16 @@ pub fn is_cpu(device: &burn::tensor::Device) -> bool {
     inner == burn::tensor::Device::flex() || inner == burn::tensor::Device::ndarray()
 }
 
+/// Whether the kernels run for tensors on `device`: a CPU backend they cover ([`is_cpu`]), and
+/// not turned off ([`super::enabled`]).
+pub fn serve(device: &burn::tensor::Device) -> bool {
+    is_cpu(device) && super::enabled()
+}
+
 /// A bias-free 2-D convolution: the project's kernels on flex and ndarray, burn's `conv2d`
 /// elsewhere.
 pub fn conv2d(x: burn::Tensor<4>, weight: burn::Tensor<4>, stride: usize, pad: usize) -> burn::Tensor<4> {
-    if is_cpu(&x.device()) && super::enabled() {
+    if serve(&x.device()) {
         burn::Tensor::from_dispatch(<Dispatch as CpuKernels>::fast_conv2d(
             x.into_dispatch(),
             weight.into_dispatch(),
@@ -504,7 +510,7 @@ pub fn conv2d(x: burn::Tensor<4>, weight: burn::Tensor<4>, stride: usize, pad: u
 
 /// The exact GELU: the project's kernel on flex and ndarray, burn's `gelu` elsewhere.
 pub fn gelu<const D: usize>(x: burn::Tensor<D>) -> burn::Tensor<D> {
-    if is_cpu(&x.device()) && super::enabled() {
+    if serve(&x.device()) {
         burn::Tensor::from_dispatch(<Dispatch as CpuKernels>::fast_gelu(x.into_dispatch()))
     } else {
         burn::tensor::activation::gelu(x)
@@ -543,7 +549,7 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: burn::Tensor<D>, relu: bool
     let update = no_grad != Some(false);
     let training = forward_only || device.is_autodiff() && bn.training.is_enabled();
     let synced = crate::dist::sync_bn::current();
-    if !(is_cpu(&device) && super::enabled() && training) {
+    if !(serve(&device) && training) {
         if synced.is_some() && training {
             return crate::dist::sync_bn::batch_norm(bn, x, relu, update);
         }

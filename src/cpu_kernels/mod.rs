@@ -21,7 +21,7 @@ pub mod gelu;
 
 use std::mem::MaybeUninit;
 
-pub use extension::{batch_norm, conv2d, forward_conv, gelu, is_cpu};
+pub use extension::{batch_norm, conv2d, forward_conv, gelu, is_cpu, serve};
 
 /// A vector of `len` values all written by `fill` (which must write every element): no
 /// zeroing pass first. (Freed buffers are reused, so zeroing would be a full extra pass.)

@@ -17,7 +17,7 @@ use super::cosine::cross_view_stats;
 /// small ones) against teacher logits `t` (`[2n, K]`, the global views) with centre `center`
 /// (`[K]`), at temperatures `student_t` and `teacher_t`.
 pub fn dino(s: Tensor<2>, t: Tensor<2>, center: Tensor<1>, n: usize, student_t: f64, teacher_t: f64) -> LossOutput {
-    let loss = if crate::cpu_kernels::is_cpu(&s.device()) && crate::cpu_kernels::enabled() {
+    let loss = if crate::cpu_kernels::serve(&s.device()) {
         on_cpu(s.clone(), t.clone(), center, n, student_t, teacher_t)
     } else {
         with_tensor_ops(s.clone(), t.clone(), center, n, student_t, teacher_t)
